@@ -1,0 +1,344 @@
+"""The ``clara-aws`` command line: the same client path as the Slicer panel, for scripts and batch work.
+
+Exit codes: 0 success, 1 server or network failure, 2 bad input or usage, 3 AWS discovery failure,
+130 interrupted. A failure prints one line on stderr (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from . import __version__
+from .errors import CancelledError, ClaraError, DiscoveryError, GeometryError, InputError
+
+SERVER_ENVIRONMENT_VARIABLE = "CLARA_AIAA_URL"
+
+
+# --- argument parsing -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clara-aws",
+        description="AI-assisted segmentation with NVIDIA Clara AIAA servers (on AWS or local).",
+    )
+    parser.add_argument("--version", action="version", version=f"clara-aws {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="print a traceback on failure")
+
+    connection = argparse.ArgumentParser(add_help=False, parents=[common])
+    where = connection.add_argument_group("server")
+    where.add_argument("--server", metavar="URL", help=f"AIAA server URL, scheme://host[:port][/prefix] (default: ${SERVER_ENVIRONMENT_VARIABLE})")
+    where.add_argument("--stack", metavar="NAME", help="find the server URL in this CloudFormation stack's ClaraServiceUrl output")
+    _add_aws_arguments(where)
+    tls = connection.add_argument_group("TLS and HTTP")
+    tls.add_argument("--ca-bundle", metavar="PEM", help="verify the server's certificate against this CA bundle")
+    tls.add_argument("--insecure", action="store_true", help="do NOT verify the server's TLS certificate (trusted test servers only)")
+    tls.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help="extra request header, e.g. for a proxy's auth (repeatable)")
+    tls.add_argument("--connect-timeout", type=float, default=10.0, metavar="S", help="seconds to wait for a connection (default 10)")
+    tls.add_argument("--read-timeout", type=float, default=900.0, metavar="S", help="seconds to wait for an answer (default 900)")
+
+    models = commands.add_parser("models", parents=[connection], help="list the models a server offers")
+    models.add_argument("--json", action="store_true", help="print a JSON array, one object per model")
+    models.add_argument("--type", help="only models of this type (segmentation, annotation, deepgrow, ...)")
+    models.add_argument("--label", help="only models with this label")
+
+    segment = commands.add_parser("segment", parents=[connection], help="auto-segment a volume")
+    _add_io_arguments(segment)
+
+    annotate = commands.add_parser("annotate", parents=[connection], help="segment from >= 6 extreme points (dextr3d)")
+    _add_io_arguments(annotate)
+    annotate.add_argument("--point", action="append", default=[], metavar="I,J,K", type=_index, help="extreme point, voxel index of INPUT (repeat >= 6 times)")
+    annotate.add_argument("--session", action="store_true", help="upload the volume once into a server session, then send only the points")
+
+    deepgrow = commands.add_parser("deepgrow", parents=[connection], help="segment from foreground/background clicks")
+    _add_io_arguments(deepgrow)
+    deepgrow.add_argument("--fg", action="append", default=[], metavar="I,J,K", type=_index, help="foreground click, voxel index (repeatable)")
+    deepgrow.add_argument("--bg", action="append", default=[], metavar="I,J,K", type=_index, help="background click, voxel index (repeatable)")
+    deepgrow.add_argument("--session", action="store_true", help="upload the volume once into a server session, then send only the clicks")
+
+    serve = commands.add_parser("serve", parents=[common], help="run the local AIAA-compatible reference server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 picks a free one)")
+    serve.add_argument("--session-expiry", type=int, default=3600, metavar="S", help="longest session life in seconds")
+    serve.add_argument("--max-upload-mb", type=float, default=None, metavar="MB", help="refuse larger uploads with HTTP 413")
+
+    demo = commands.add_parser("demo", parents=[common], help="local server + synthetic CT + auto-segmentation, with files to look at")
+    demo.add_argument("--out", default="clara-aws-demo", metavar="DIR", help="output folder (default ./clara-aws-demo)")
+    demo.add_argument("--size", default="192,192,96", metavar="I,J,K", type=_index, help="phantom size in voxels")
+
+    discover = commands.add_parser("discover", parents=[common], help="find Clara deployments (ClaraServiceUrl) in CloudFormation")
+    discover.add_argument("--stack", metavar="NAME", help="only stacks whose name contains NAME")
+    _add_aws_arguments(discover)
+    discover.add_argument("--json", action="store_true", help="print a JSON array, one object per deployment")
+    return parser
+
+
+def _add_aws_arguments(group) -> None:
+    group.add_argument("--profile", help="AWS profile (default: the environment's)")
+    group.add_argument("--region", help="AWS region (default: the profile's or the environment's)")
+    group.add_argument("--aws-endpoint-url", metavar="URL", help="CloudFormation endpoint (VPC endpoints, local test servers)")
+    group.add_argument("--alias", action="append", default=[], metavar="STACK=HOST", help="DNS alias whose certificate the stack's HTTPS load balancer presents (repeatable)")
+
+
+def _add_io_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="INPUT", help="input volume (any format SimpleITK reads)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="label image to write, on INPUT's grid")
+    parser.add_argument("--model", required=True, help="model name (see 'clara-aws models')")
+
+
+def _index(text: str) -> List[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not I,J,K with three whole numbers") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"'{text}' is not I,J,K with three whole numbers")
+    return values
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("clara-aws: interrupted; nothing was written.", file=sys.stderr)
+        return 130
+    except ClaraError as error:
+        if args.debug:
+            traceback.print_exc()
+            if error.details:
+                print(error.details, file=sys.stderr)
+        print(f"clara-aws: error: {error}", file=sys.stderr)
+        return _exit_code(error)
+
+
+def _exit_code(error: ClaraError) -> int:
+    if isinstance(error, DiscoveryError):
+        return 3
+    if isinstance(error, (InputError, GeometryError)):
+        return 2
+    if isinstance(error, CancelledError):
+        return 130
+    return 1
+
+
+def _aliases(args) -> Dict[str, str]:
+    aliases = {}
+    for item in args.alias:
+        stack, _, host = item.partition("=")
+        if not stack or not host:
+            raise InputError(f"--alias '{item}' is not STACK=HOST; give e.g. --alias clara-prod=clara.example.org.")
+        aliases[stack] = host
+    return aliases
+
+
+def _server_url(args) -> str:
+    if args.server and args.stack:
+        raise InputError("Give either --server or --stack, not both.")
+    if args.stack:
+        from . import aws
+
+        return aws.resolve_stack_url(
+            args.stack, profile=args.profile, region=args.region, endpoint_url=args.aws_endpoint_url, aliases=_aliases(args)
+        )
+    url = args.server or os.environ.get(SERVER_ENVIRONMENT_VARIABLE)
+    if not url:
+        raise InputError(f"No server given; pass --server URL or --stack NAME, or set {SERVER_ENVIRONMENT_VARIABLE}.")
+    return url
+
+
+def _client(args):
+    from .client import AIAAClient
+
+    headers = {}
+    for item in args.header:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise InputError(f"--header '{item}' is not 'Name: value'.")
+        headers[name.strip()] = value.strip()
+    if args.insecure and args.ca_bundle:
+        raise InputError("Give either --ca-bundle or --insecure, not both.")
+    verify = False if args.insecure else (args.ca_bundle or True)
+    client = AIAAClient(
+        _server_url(args), verify=verify, headers=headers, connect_timeout=args.connect_timeout, read_timeout=args.read_timeout
+    )
+    if args.insecure:
+        import urllib3
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        print("clara-aws: warning: TLS certificate verification is OFF.", file=sys.stderr)
+    return client
+
+
+def cmd_models(args) -> int:
+    with _client(args) as client:
+        models = client.models(label=args.label, type=args.type)
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return 0
+    if not models:
+        print("The server offers no models" + (" matching the filter." if args.type or args.label else "."))
+        return 0
+    width = max(len(m["name"]) for m in models)
+    for model in models:
+        print(f"{model['name']:<{width}}  {model['type']:<12}  {', '.join(model['labels']) or '-'}")
+        if model.get("description"):
+            print(f"{'':<{width}}  {model['description']}")
+    return 0
+
+
+def cmd_segment(args) -> int:
+    return _run_work(args, lambda client, image, progress: client.inference(args.model, image, progress=progress))
+
+
+def cmd_annotate(args) -> int:
+    from .client import MIN_EXTREME_POINTS
+
+    if len(args.point) < MIN_EXTREME_POINTS:
+        raise InputError(
+            f"annotate needs at least {MIN_EXTREME_POINTS} --point I,J,K extreme points; {len(args.point)} given."
+        )
+    return _run_work(
+        args,
+        lambda client, image, progress: client.dextr3d(args.model, args.point, **_image_or_session(image, progress)),
+        use_session=args.session,
+    )
+
+
+def cmd_deepgrow(args) -> int:
+    if not args.fg:
+        raise InputError("deepgrow needs at least one --fg I,J,K foreground click.")
+    return _run_work(
+        args,
+        lambda client, image, progress: client.deepgrow(
+            args.model, args.fg, args.bg, current_point=args.fg[-1], **_image_or_session(image, progress)
+        ),
+        use_session=args.session,
+    )
+
+
+def _image_or_session(image, progress) -> dict:
+    from .client import ImageSession
+
+    if isinstance(image, ImageSession):
+        return {"session": image, "progress": progress}
+    return {"image": image, "progress": progress}
+
+
+def _run_work(args, call, use_session: bool = False) -> int:
+    from .geometry import resample_labels_to_grid
+    from .imageio import encode_volume, read_image_file, write_image_file
+
+    volume = read_image_file(args.input)
+    output = Path(args.output)
+    progress = TerminalProgress()
+    with _client(args) as client:
+        image = encode_volume(volume)
+        session = None
+        if use_session:
+            session = client.create_session(image, progress=progress)
+            progress.done()
+        try:
+            result = call(client, session or image, progress)
+        finally:
+            progress.done()
+            if session is not None:
+                try:
+                    client.close_session(session)
+                except ClaraError:
+                    pass  # the server forgets it at expiry anyway
+    labels = result.labels()
+    on_input_grid = resample_labels_to_grid(labels, volume.grid)
+    write_image_file(on_input_grid, output)
+    print(f"Wrote {output} ({_summary(on_input_grid)})", file=sys.stderr)
+    return 0
+
+
+def _summary(labels) -> str:
+    import numpy as np
+
+    values, counts = np.unique(labels.array, return_counts=True)
+    found = [f"label {int(v)}: {int(c)} voxels" for v, c in zip(values, counts) if v != 0]
+    return "; ".join(found) if found else "no voxel labelled"
+
+
+class TerminalProgress:
+    """Upload progress on a terminal (stderr), silent when stderr is not one."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self._shown = -1
+
+    def __call__(self, sent: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        percent = int(100 * sent / total)
+        if percent != self._shown:
+            self._shown = percent
+            print(f"\rUploading {sent / 1e6:.1f} of {total / 1e6:.1f} MB ({percent}%)", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.enabled and self._shown >= 0:
+            print(file=sys.stderr)
+        self._shown = -1
+
+
+def cmd_serve(args) -> int:
+    from .server import serve_forever_cli
+
+    serve_forever_cli(args.host, args.port, session_expiry=args.session_expiry, max_upload_mb=args.max_upload_mb)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), size=tuple(args.size))
+    return 0
+
+
+def cmd_discover(args) -> int:
+    from . import aws
+
+    deployments = aws.discover(
+        profile=args.profile, region=args.region, stack_filter=args.stack, endpoint_url=args.aws_endpoint_url, aliases=_aliases(args)
+    )
+    if args.json:
+        print(json.dumps([d.as_dict() for d in deployments], indent=2))
+        return 0
+    if not deployments:
+        raise DiscoveryError("No CloudFormation stack in this region has a ClaraServiceUrl output; check the region and profile.")
+    for deployment in deployments:
+        print(f"{deployment.stack_name} ({deployment.region}): {deployment.url}")
+        if deployment.note:
+            print(f"  note: {deployment.note}")
+    return 0
+
+
+COMMANDS = {
+    "models": cmd_models,
+    "segment": cmd_segment,
+    "annotate": cmd_annotate,
+    "deepgrow": cmd_deepgrow,
+    "serve": cmd_serve,
+    "demo": cmd_demo,
+    "discover": cmd_discover,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

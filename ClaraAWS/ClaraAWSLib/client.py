@@ -1,0 +1,517 @@
+"""The AIAA v1 client: every HTTP call ClaraAWS makes to a Clara AIAA server.
+
+The wire protocol is described in ``docs/aiaa-protocol.md``; this module is its only implementation
+on the client side. One ``requests.Session`` carries keep-alive and cookies (load-balancer stickiness),
+TLS is verified unless the caller explicitly says otherwise, and every failure becomes one of the
+typed errors in ``errors.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from urllib.parse import urlsplit
+
+import requests
+
+from . import __version__
+from .errors import (
+    AuthorizationError,
+    CancelledError,
+    GatewayTimeoutError,
+    InputError,
+    MalformedResponseError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RemoteError,
+    ServerError,
+    ServerTimeoutError,
+    ServerUnavailableError,
+    ServerUnreachableError,
+    SessionExpiredError,
+    TLSError,
+)
+from .geometry import Volume
+from .imageio import EncodedImage, decode_image, encode_volume, read_image_file
+from .multipart import CancelToken, FilePart, MultipartBody, ProgressCallback, parse_multipart
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Inference on a large CT can take minutes without a byte on the wire.
+DEFAULT_READ_TIMEOUT = 900.0
+MIN_EXTREME_POINTS = 6
+SESSION_EXPIRED_STATUS = 440
+
+ImageInput = Union[EncodedImage, Volume, str, Path]
+Point = Sequence[int]
+
+
+@dataclass
+class ImageSession:
+    """A volume held by the server, so later calls send only their parameters."""
+
+    session_id: str
+    image: EncodedImage
+    expiry: int = 0
+    uploads: int = 1
+    info: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AIAAResult:
+    params: Dict[str, Any]
+    filename: Optional[str] = None
+    image_bytes: Optional[bytes] = None
+    bytes_sent: int = 0
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    def labels(self) -> Volume:
+        if self.image_bytes is None:
+            raise MalformedResponseError(
+                "The server answered without a result image; the model may not produce label images."
+            )
+        return decode_image(self.image_bytes, self.filename or "")
+
+
+def as_encoded_image(image: ImageInput) -> EncodedImage:
+    if isinstance(image, EncodedImage):
+        return image
+    if isinstance(image, Volume):
+        return encode_volume(image)
+    if isinstance(image, (str, Path)):
+        return encode_volume(read_image_file(image))
+    raise InputError(f"Cannot send an object of type {type(image).__name__}; give a Volume, an image file or encoded bytes.")
+
+
+def normalise_base_url(url: str) -> str:
+    """``scheme://host[:port][/prefix]`` without a trailing '/'; a bare host gets https://."""
+    url = (url or "").strip()
+    if not url:
+        raise InputError("No server URL was given; enter the AIAA server's address, e.g. https://clara.example.org.")
+    if "://" not in url:
+        url = "https://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"'{url}' is not an http(s) server address; enter e.g. https://clara.example.org or http://127.0.0.1:5000.")
+    if parts.query or parts.fragment:
+        raise InputError(f"The server address '{url}' carries a query or fragment; give only scheme, host, port and path prefix.")
+    path = parts.path.rstrip("/")
+    for endpoint in ("/v1/models", "/v1", "/docs"):
+        if path.endswith(endpoint):
+            raise InputError(
+                f"The server address should not include '{endpoint}'; use {parts.scheme}://{parts.netloc}{path[: -len(endpoint)]}."
+            )
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+class AIAAClient:
+    """A connection to one AIAA server (base URL with an optional path prefix)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        verify: Union[bool, str] = True,
+        headers: Optional[Mapping[str, str]] = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        http_session: Optional[requests.Session] = None,
+    ) -> None:
+        self.base_url = normalise_base_url(base_url)
+        if isinstance(verify, str) and not Path(verify).exists():
+            raise InputError(f"The CA bundle {verify} does not exist; give the path of a PEM file or leave it empty.")
+        self.verify = verify
+        self.timeout = (float(connect_timeout), float(read_timeout))
+        self.http = http_session or requests.Session()
+        self.http.headers["User-Agent"] = f"ClaraAWS/{__version__}"
+        self.http.headers.update(dict(headers or {}))
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "AIAAClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def is_plain_http(self) -> bool:
+        return self.base_url.startswith("http://")
+
+    # --- models --------------------------------------------------------------------------
+    def models(self, label: Optional[str] = None, type: Optional[str] = None) -> List[Dict[str, Any]]:
+        query = {key: value for key, value in (("label", label), ("type", type)) if value}
+        answer = self._json(self._request("GET", "/v1/models", params=query), "/v1/models")
+        if isinstance(answer, dict):  # some servers answer a single model as an object
+            answer = [answer]
+        if not isinstance(answer, list) or not all(isinstance(m, dict) and "name" in m for m in answer):
+            raise MalformedResponseError(
+                f"The server at {self.base_url} did not list models in AIAA form; is it an AIAA server?"
+            )
+        return [_normalise_model(m) for m in answer]
+
+    def model(self, name: str) -> Dict[str, Any]:
+        answer = self._json(self._request("GET", "/v1/models", params={"model": name}, what=f"model '{name}'"), "/v1/models")
+        if isinstance(answer, list) and len(answer) == 1:
+            answer = answer[0]
+        if not isinstance(answer, dict) or "name" not in answer:
+            raise NotFoundError(f"The server has no model named '{name}'; list the models to see what it offers.")
+        return _normalise_model(answer)
+
+    # --- work calls ----------------------------------------------------------------------
+    def segmentation(self, model: str, image: Optional[ImageInput] = None, **options: Any) -> AIAAResult:
+        return self.run("segmentation", model, image, **options)
+
+    def inference(self, model: str, image: Optional[ImageInput] = None, **options: Any) -> AIAAResult:
+        return self.run("inference", model, image, **options)
+
+    def dextr3d(self, model: str, points: Sequence[Point], image: Optional[ImageInput] = None, **options: Any) -> AIAAResult:
+        points = _index_points(points, "extreme point")
+        if len(points) < MIN_EXTREME_POINTS:
+            raise InputError(
+                f"Annotation needs at least {MIN_EXTREME_POINTS} extreme points (one at each end of the object "
+                f"along every axis); {len(points)} {'was' if len(points) == 1 else 'were'} given."
+            )
+        params = dict(options.pop("params", None) or {}, points=points)
+        return self.run("dextr3d", model, image, params=params, **options)
+
+    def deepgrow(
+        self,
+        model: str,
+        foreground: Sequence[Point],
+        background: Sequence[Point] = (),
+        image: Optional[ImageInput] = None,
+        *,
+        current_point: Optional[Point] = None,
+        spatial_size: Optional[Sequence[int]] = None,
+        **options: Any,
+    ) -> AIAAResult:
+        foreground = _index_points(foreground, "foreground point")
+        background = _index_points(background, "background point")
+        if not foreground:
+            raise InputError("Deepgrow needs at least one foreground point inside the structure; place one and try again.")
+        params = dict(options.pop("params", None) or {}, foreground=foreground, background=background)
+        if current_point is not None:
+            params["current_point"] = _index_points([current_point], "current point")[0]
+        if spatial_size is not None:
+            params["spatial_size"] = [int(v) for v in spatial_size]
+        return self.run("deepgrow", model, image, params=params, **options)
+
+    def run(
+        self,
+        endpoint: str,
+        model: str,
+        image: Optional[ImageInput] = None,
+        *,
+        session: Optional[ImageSession] = None,
+        params: Optional[Mapping[str, Any]] = None,
+        progress: Optional[ProgressCallback] = None,
+        cancel: Optional[CancelToken] = None,
+    ) -> AIAAResult:
+        """POST /v1/<endpoint>; with ``session`` only params travel, and a 440 re-creates the session once."""
+        if (image is None) == (session is None):
+            raise InputError("Give either an image or an open session for a work call, not both or neither.")
+        payload = dict(params or {})
+        encoded = None
+        encode_seconds = 0.0
+        if image is not None:
+            started = time.perf_counter()
+            encoded = as_encoded_image(image)
+            encode_seconds = time.perf_counter() - started
+        try:
+            result = self._work_call(endpoint, model, payload, encoded, session, progress, cancel)
+        except SessionExpiredError:
+            if session is None:
+                raise
+            self._recreate_session(session, progress, cancel)
+            result = self._work_call(endpoint, model, payload, None, session, progress, cancel)
+        result.timings["encode"] = encode_seconds
+        return result
+
+    # --- sessions ------------------------------------------------------------------------
+    def create_session(
+        self,
+        image: ImageInput,
+        expiry: int = 0,
+        *,
+        progress: Optional[ProgressCallback] = None,
+        cancel: Optional[CancelToken] = None,
+    ) -> ImageSession:
+        encoded = as_encoded_image(image)
+        session = ImageSession(session_id="", image=encoded, expiry=int(expiry), uploads=0)
+        self._recreate_session(session, progress, cancel)
+        return session
+
+    def session_info(self, session: Union[ImageSession, str]) -> Dict[str, Any]:
+        session_id = session.session_id if isinstance(session, ImageSession) else session
+        answer = self._json(self._request("GET", f"/session/{session_id}", what="the session"), "/session/")
+        if not isinstance(answer, dict):
+            raise MalformedResponseError("The server's session information is not a JSON object; the response is malformed.")
+        return answer
+
+    def close_session(self, session: Union[ImageSession, str]) -> bool:
+        session_id = session.session_id if isinstance(session, ImageSession) else session
+        try:
+            self._request("DELETE", f"/session/{session_id}", what="the session")
+        except SessionExpiredError:
+            return False
+        return True
+
+    def _recreate_session(
+        self, session: ImageSession, progress: Optional[ProgressCallback], cancel: Optional[CancelToken]
+    ) -> None:
+        body = MultipartBody({"params": "{}"}, _file_part("image", session.image), progress=progress, cancel=cancel)
+        response = self._request("PUT", "/session/", params={"expiry": session.expiry}, body=body, cancel=cancel)
+        answer = self._json(response, "/session/")
+        if not isinstance(answer, dict) or not answer.get("session_id"):
+            raise MalformedResponseError("The server created a session but sent no session_id; the response is malformed.")
+        session.session_id = str(answer["session_id"])
+        session.info = answer
+        session.uploads += 1
+
+    # --- HTTP ----------------------------------------------------------------------------
+    def _work_call(
+        self,
+        endpoint: str,
+        model: str,
+        params: Dict[str, Any],
+        encoded: Optional[EncodedImage],
+        session: Optional[ImageSession],
+        progress: Optional[ProgressCallback],
+        cancel: Optional[CancelToken],
+    ) -> AIAAResult:
+        query = {"model": model}
+        if session is not None:
+            query["session_id"] = session.session_id
+        file = _file_part("datapoint", encoded) if encoded is not None else None
+        body = MultipartBody({"params": json.dumps(params)}, file, progress=progress, cancel=cancel)
+        started = time.perf_counter()
+        response = self._request("POST", f"/v1/{endpoint}", params=query, body=body, cancel=cancel, what=f"model '{model}'")
+        headers_at = time.perf_counter()
+        content = response.content
+        finished = time.perf_counter()
+        upload_end = body.finished_at or started
+        result = _parse_work_response(response.headers.get("Content-Type", ""), content, endpoint)
+        result.bytes_sent = len(body)
+        result.timings.update(
+            upload=upload_end - (body.started_at or started),
+            wait=headers_at - upload_end,
+            download=finished - headers_at,
+        )
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("The request was cancelled; nothing was changed.")
+        return result
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Optional[Mapping[str, Any]] = None,
+        body: Optional[MultipartBody] = None,
+        cancel: Optional[CancelToken] = None,
+        what: str = "",
+    ) -> requests.Response:
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("The request was cancelled before it was sent; nothing was changed.")
+        url = self.base_url + path
+        headers = {"Accept": "multipart/form-data, application/json;q=0.9, */*;q=0.1"}
+        if body is not None:
+            headers["Content-Type"] = body.content_type
+        try:
+            response = self.http.request(
+                method, url, params=params, data=body, headers=headers, timeout=self.timeout, verify=self.verify
+            )
+        except requests.exceptions.SSLError as error:
+            raise TLSError(
+                f"The TLS certificate of {_host(url)} could not be verified; use the host name the certificate names "
+                "(your DNS alias for the load balancer), give a CA bundle, or turn verification off only for a server you trust.",
+                details=str(error),
+            ) from error
+        except requests.exceptions.ConnectTimeout as error:
+            raise ServerTimeoutError(
+                f"Could not connect to {_host(url)} within {self.timeout[0]:g} s; check the URL, your network, and that "
+                "the load balancer allows your IP address.",
+                details=str(error),
+            ) from error
+        except requests.exceptions.ReadTimeout as error:
+            raise ServerTimeoutError(
+                f"The server at {_host(url)} did not answer within {self.timeout[1]:g} s; it may still be working: "
+                "raise the read timeout or try a smaller volume.",
+                details=str(error),
+            ) from error
+        except requests.exceptions.ConnectionError as error:
+            raise ServerUnreachableError(_unreachable_message(url, error), details=str(error)) from error
+        except requests.exceptions.RequestException as error:
+            raise ServerUnreachableError(
+                f"The request to {_host(url)} failed before an answer arrived ({type(error).__name__}); try again.",
+                details=str(error),
+            ) from error
+        if response.status_code >= 400:
+            raise _status_error(response, url, what, len(body) if body is not None else 0)
+        return response
+
+    def _json(self, response: requests.Response, path: str) -> Any:
+        try:
+            return response.json()
+        except ValueError as error:
+            raise MalformedResponseError(
+                f"The server answered {path} with something that is not JSON; check that the URL points at an AIAA server.",
+                details=response.text[:500],
+            ) from error
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _file_part(field_name: str, encoded: EncodedImage) -> FilePart:
+    # A neutral generated name: never a node name, patient name or local path.
+    return FilePart(field_name, f"volume-{uuid.uuid4().hex[:12]}{encoded.suffix}", encoded.data)
+
+
+def _index_points(points: Sequence[Point], what: str) -> List[List[int]]:
+    result = []
+    for number, point in enumerate(points or (), start=1):
+        values = list(point)
+        if len(values) != 3:
+            raise InputError(f"The {what} {number} has {len(values)} coordinates; points are voxel indices [i, j, k].")
+        try:
+            result.append([int(round(float(v))) for v in values])
+        except (TypeError, ValueError) as error:
+            raise InputError(f"The {what} {number} ({values}) is not numeric; points are voxel indices [i, j, k].") from error
+    return result
+
+
+def _normalise_model(model: Dict[str, Any]) -> Dict[str, Any]:
+    model = dict(model)
+    model.setdefault("type", "others")
+    model.setdefault("description", "")
+    labels = model.get("labels") or []
+    if isinstance(labels, dict):  # some servers map label values to names
+        labels = [name for _, name in sorted(labels.items(), key=lambda item: int(item[1]) if str(item[1]).isdigit() else 0)]
+    model["labels"] = [str(label) for label in labels]
+    return model
+
+
+def _parse_work_response(content_type: str, content: bytes, endpoint: str) -> AIAAResult:
+    kind = content_type.split(";")[0].strip().lower()
+    if kind.startswith("multipart/"):
+        parts = parse_multipart(content_type, content)
+        files = [p for p in parts if p.filename]
+        if len(files) > 1:
+            raise MalformedResponseError(
+                f"The server sent {len(files)} result files where the protocol allows one; the response is malformed."
+            )
+        params: Dict[str, Any] = {}
+        for part in parts:
+            if not part.filename and part.name in ("params", "result", "results"):
+                params = _json_object(part.data, "result parameters")
+        file = files[0] if files else None
+        return AIAAResult(params, file.filename if file else None, file.data if file else None)
+    if kind in ("application/json", "text/json") or kind.endswith("+json"):
+        return AIAAResult(_json_object(content, "answer"))
+    if content[:2] == b"\x1f\x8b" or content[:4] == b"NRRD" or content[344:347] == b"n+1":
+        return AIAAResult({}, f"result{'.nrrd' if content[:4] == b'NRRD' else '.nii.gz'}", content)
+    raise MalformedResponseError(
+        f"The server answered /v1/{endpoint} with '{kind or 'no content type'}' instead of a result image; "
+        "the response is malformed.",
+        details=content[:300].decode("utf-8", errors="replace"),
+    )
+
+
+def _json_object(data: bytes, what: str) -> Dict[str, Any]:
+    try:
+        value = json.loads(data.decode("utf-8") or "{}")
+    except (UnicodeDecodeError, ValueError) as error:
+        raise MalformedResponseError(f"The server's {what} are not valid JSON; the response is malformed.") from error
+    if not isinstance(value, dict):
+        raise MalformedResponseError(f"The server's {what} are not a JSON object; the response is malformed.")
+    return value
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _unreachable_message(url: str, error: Exception) -> str:
+    text = str(error)
+    if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo failed" in text or "NameResolution" in text:
+        return f"The host name of {_host(url)} could not be resolved; check the spelling of the server URL."
+    if "refused" in text.lower():
+        return f"Nothing is listening at {_host(url)} (connection refused); check the URL and port, and that the server is running."
+    if "reset" in text.lower() or "aborted" in text.lower() or "RemoteDisconnected" in text:
+        return f"The connection to {_host(url)} was closed before the server answered; the server may have restarted: try again."
+    return f"Could not reach the AIAA server at {_host(url)}; check the URL and that the server is running."
+
+
+def _server_message(response: requests.Response) -> Optional[str]:
+    """The message of an AIAA error JSON (``{"error": {"message": [...]}}``), if the body is one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        message = error.get("message")
+        if isinstance(message, list):
+            message = " ".join(str(m) for m in message)
+        return str(message).strip() if message else error.get("type")
+    if isinstance(error, str):
+        return error
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        return body["detail"]
+    return None
+
+
+def _status_error(response: requests.Response, url: str, what: str, body_bytes: int) -> ServerError:
+    status = response.status_code
+    message = _server_message(response)
+    details = message or response.text[:500]
+    host = _host(url)
+    path = urlsplit(url).path
+    if status == SESSION_EXPIRED_STATUS:
+        return SessionExpiredError("The server no longer holds this volume (session expired); it will be sent again.", status=status, details=details)
+    if status in (401, 403):
+        return AuthorizationError(
+            f"The server at {host} refused access (HTTP {status}); a proxy in front of it wants credentials: add them as a request header.",
+            status=status,
+            details=details,
+        )
+    if status == 404:
+        if message:
+            return NotFoundError(f"The server could not find {what or path}: {message}", status=status, details=details)
+        return NotFoundError(
+            f"{host} has no {path} (HTTP 404); check the server URL and its path prefix (e.g. https://host/aiaa).",
+            status=status,
+            details=details,
+        )
+    if status == 413:
+        return PayloadTooLargeError(
+            f"The upload of {body_bytes / 1e6:.1f} MB was refused as too large (HTTP 413) by a proxy in front of the server; "
+            "raise its body size limit (e.g. nginx client_max_body_size).",
+            status=status,
+            details=details,
+        )
+    if status in (502, 503):
+        return ServerUnavailableError(
+            f"The server behind {host} is not available (HTTP {status}); it may be restarting or replacing its GPU host: try again in a few minutes.",
+            status=status,
+            details=details,
+        )
+    if status == 504:
+        return GatewayTimeoutError(
+            f"The load balancer at {host} stopped waiting for the server (HTTP 504); inference took longer than its idle "
+            "timeout: raise the load balancer's idle timeout (60 s by default on AWS).",
+            status=status,
+            details=details,
+        )
+    if message:
+        subject = f"run {what}" if what.startswith("model") else f"answer {path}"
+        return RemoteError(f"The server could not {subject}: {message} (HTTP {status}).", status=status, details=details)
+    return RemoteError(f"The server answered {path} with HTTP {status} {response.reason or ''}".rstrip() + "; see the details or the server log.", status=status, details=details)

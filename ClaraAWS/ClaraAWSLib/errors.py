@@ -1,0 +1,87 @@
+"""The errors ClaraAWS raises, as a small typed hierarchy.
+
+Every error carries one readable sentence (``str(error)``) that says what happened and what to do,
+so the command line and the Slicer panel can show it as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class ClaraError(Exception):
+    """Base class of every error ClaraAWS raises on purpose."""
+
+    def __init__(self, message: str, *, details: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        #: Longer technical text (a server's own message, a response excerpt) for a "details" box.
+        self.details = details
+
+
+class InputError(ClaraError):
+    """The user's input cannot be used: wrong volume kind, too few points, unreadable file."""
+
+
+class CancelledError(ClaraError):
+    """The user cancelled the request; nothing was changed."""
+
+
+class ServerError(ClaraError):
+    """Base class of every failure talking to an AIAA server."""
+
+    def __init__(self, message: str, *, status: Optional[int] = None, details: Optional[str] = None) -> None:
+        super().__init__(message, details=details)
+        self.status = status
+
+
+class ServerUnreachableError(ServerError):
+    """No connection could be made (DNS, refused, reset before any answer)."""
+
+
+class ServerTimeoutError(ServerError):
+    """The server took longer than the configured timeout."""
+
+
+class TLSError(ServerError):
+    """The server's certificate could not be verified."""
+
+
+class NotFoundError(ServerError):
+    """HTTP 404: wrong URL, wrong path prefix, or unknown model."""
+
+
+class PayloadTooLargeError(ServerError):
+    """HTTP 413: a proxy in front of the server limits the request body size."""
+
+
+class SessionExpiredError(ServerError):
+    """HTTP 440: the server no longer knows the session."""
+
+
+class ServerUnavailableError(ServerError):
+    """HTTP 502/503: the server or the load balancer's target is restarting."""
+
+
+class GatewayTimeoutError(ServerError):
+    """HTTP 504: inference outlasted the load balancer's idle timeout."""
+
+
+class AuthorizationError(ServerError):
+    """HTTP 401/403: a proxy in front of the server wants credentials."""
+
+
+class RemoteError(ServerError):
+    """The server reported an error of its own (AIAA error JSON, other 4xx/5xx)."""
+
+
+class MalformedResponseError(ServerError):
+    """The server answered, but not in a form the AIAA protocol allows."""
+
+
+class GeometryError(ClaraError):
+    """An image's geometry cannot be used (4D, empty, mismatched result grid)."""
+
+
+class DiscoveryError(ClaraError):
+    """AWS discovery of ``ClaraServiceUrl`` failed."""

@@ -1,0 +1,169 @@
+"""Image grids and coordinate systems: the one place where IJK, LPS and RAS meet.
+
+Conventions used everywhere in ClaraAWS:
+- ``Volume.array`` is in NumPy order ``[k, j, i]`` (as ``SimpleITK.GetArrayFromImage`` and
+  ``slicer.util.arrayFromVolume`` give it); ``i`` is the fastest axis.
+- ``ImageGrid`` describes the grid like ITK does: ``size``/``spacing`` in ``(i, j, k)`` order, ``origin``
+  in LPS millimetres, ``direction`` a 3x3 matrix whose *columns* are the i, j, k axis directions in LPS.
+- Points sent to a server are integer ``[i, j, k]`` indices of the image as sent.
+- Slicer works in RAS; RAS = diag(-1, -1, 1) * LPS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence, Tuple
+
+import numpy as np
+
+from .errors import GeometryError, InputError
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+#: Two grids whose origins, spacings and directions agree within these bounds are the same grid.
+#: NIfTI headers store geometry as float32, so a round trip through a server moves values by ~1e-5 mm.
+SPACING_TOLERANCE_MM = 1e-4
+ORIGIN_TOLERANCE_MM = 1e-3
+DIRECTION_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class ImageGrid:
+    size: Tuple[int, int, int]
+    spacing: Tuple[float, float, float]
+    origin: Tuple[float, float, float]
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", tuple(int(v) for v in self.size))
+        object.__setattr__(self, "spacing", tuple(float(v) for v in self.spacing))
+        object.__setattr__(self, "origin", tuple(float(v) for v in self.origin))
+        direction = np.asarray(self.direction, dtype=float).reshape(3, 3)
+        object.__setattr__(self, "direction", direction)
+        if len(self.size) != 3 or len(self.spacing) != 3 or len(self.origin) != 3:
+            raise GeometryError("Only 3D images are supported; this image is not 3D.")
+        if min(self.spacing) <= 0 or not np.all(np.isfinite(self.spacing)):
+            raise GeometryError(f"The image spacing {self.spacing} is not positive; check the file's header.")
+        if not np.all(np.isfinite(direction)) or abs(abs(np.linalg.det(direction)) - 1) > 1e-3:
+            raise GeometryError("The image direction matrix is not a rotation; check the file's header.")
+
+    # --- matrices -------------------------------------------------------------------------
+    def ijk_to_lps(self) -> np.ndarray:
+        matrix = np.eye(4)
+        matrix[:3, :3] = self.direction @ np.diag(self.spacing)
+        matrix[:3, 3] = self.origin
+        return matrix
+
+    def ijk_to_ras(self) -> np.ndarray:
+        return LPS_TO_RAS @ self.ijk_to_lps()
+
+    @classmethod
+    def from_ijk_to_ras(cls, matrix: np.ndarray, size: Sequence[int]) -> "ImageGrid":
+        """Grid from a Slicer-style IJK-to-RAS matrix (spacing folded into the columns)."""
+        lps = LPS_TO_RAS @ np.asarray(matrix, dtype=float).reshape(4, 4)
+        columns = lps[:3, :3]
+        spacing = np.linalg.norm(columns, axis=0)
+        if np.any(spacing <= 0):
+            raise GeometryError("The volume's IJK-to-RAS matrix has a zero axis; the volume geometry is broken.")
+        return cls(tuple(size), tuple(spacing), tuple(lps[:3, 3]), columns / spacing)
+
+    # --- points ---------------------------------------------------------------------------
+    def lps_to_continuous_index(self, points_lps: Iterable[Sequence[float]]) -> np.ndarray:
+        points = np.atleast_2d(np.asarray(list(points_lps), dtype=float))
+        inverse = np.linalg.inv(self.ijk_to_lps())
+        homogeneous = np.c_[points, np.ones(len(points))]
+        return (homogeneous @ inverse.T)[:, :3]
+
+    def ras_to_index(self, points_ras: Iterable[Sequence[float]]) -> list:
+        """Nearest voxel ``[i, j, k]`` of each RAS point; raises when a point is outside the image."""
+        points = np.atleast_2d(np.asarray(list(points_ras), dtype=float))
+        if points.size == 0:
+            return []
+        lps = points * np.array([-1.0, -1.0, 1.0])
+        indices = np.rint(self.lps_to_continuous_index(lps)).astype(int)
+        outside = np.any((indices < 0) | (indices >= np.array(self.size)), axis=1)
+        if np.any(outside):
+            first = int(np.argmax(outside))
+            raise InputError(
+                f"Point {first + 1} at RAS {np.round(points[first], 1).tolist()} lies outside the volume; "
+                "place every point inside the image."
+            )
+        return indices.tolist()
+
+    # --- comparison -----------------------------------------------------------------------
+    def matches(self, other: "ImageGrid") -> bool:
+        return (
+            self.size == other.size
+            and np.allclose(self.spacing, other.spacing, atol=SPACING_TOLERANCE_MM, rtol=0)
+            and np.allclose(self.origin, other.origin, atol=ORIGIN_TOLERANCE_MM, rtol=0)
+            and np.allclose(self.direction, other.direction, atol=DIRECTION_TOLERANCE, rtol=0)
+        )
+
+    def describe(self) -> str:
+        return (
+            f"size {list(self.size)}, spacing {[round(v, 4) for v in self.spacing]} mm, "
+            f"origin {[round(v, 3) for v in self.origin]} mm"
+        )
+
+
+@dataclass
+class Volume:
+    """Voxels (``[k, j, i]`` NumPy order) with their grid."""
+
+    array: np.ndarray
+    grid: ImageGrid
+
+    def __post_init__(self) -> None:
+        if self.array.ndim != 3:
+            raise GeometryError(
+                f"The volume has {self.array.ndim} dimensions; ClaraAWS sends 3D scalar volumes only "
+                "(extract one frame or component first)."
+            )
+        if tuple(self.array.shape[::-1]) != self.grid.size:
+            raise GeometryError(
+                f"The voxel array shape {self.array.shape[::-1]} (i, j, k) does not match the grid size {self.grid.size}."
+            )
+        if self.array.size == 0:
+            raise GeometryError("The volume is empty (it has no voxels); load image data first.")
+
+    @classmethod
+    def from_sitk(cls, image) -> "Volume":
+        import SimpleITK as sitk
+
+        if image.GetDimension() != 3:
+            raise GeometryError(
+                f"The image has {image.GetDimension()} dimensions; ClaraAWS works on 3D volumes only."
+            )
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise GeometryError(
+                "The image has several components per voxel (colour or vector); ClaraAWS needs a scalar volume."
+            )
+        grid = ImageGrid(
+            image.GetSize(), image.GetSpacing(), image.GetOrigin(), np.array(image.GetDirection()).reshape(3, 3)
+        )
+        return cls(sitk.GetArrayFromImage(image), grid)
+
+    def to_sitk(self):
+        import SimpleITK as sitk
+
+        image = sitk.GetImageFromArray(np.ascontiguousarray(self.array))
+        image.SetSpacing(self.grid.spacing)
+        image.SetOrigin(self.grid.origin)
+        image.SetDirection(tuple(self.grid.direction.flatten()))
+        return image
+
+
+def resample_labels_to_grid(labels: Volume, target: ImageGrid) -> Volume:
+    """Nearest-neighbour resampling of a label image onto ``target``; voxels outside the source become 0."""
+    if labels.grid.matches(target):
+        return Volume(labels.array, target)
+    import SimpleITK as sitk
+
+    reference = sitk.Image([int(v) for v in target.size], sitk.sitkUInt8)
+    reference.SetSpacing(target.spacing)
+    reference.SetOrigin(target.origin)
+    reference.SetDirection(tuple(target.direction.flatten()))
+    resampled = sitk.Resample(
+        labels.to_sitk(), reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, labels.to_sitk().GetPixelID()
+    )
+    return Volume(sitk.GetArrayFromImage(resampled), target)

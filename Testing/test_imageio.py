@@ -1,0 +1,100 @@
+"""Encoding volumes for upload and decoding results: exact voxels, geometry within NIfTI's float32."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ClaraAWSLib.errors import GeometryError, InputError, MalformedResponseError
+from ClaraAWSLib.geometry import ImageGrid, Volume
+from ClaraAWSLib.imageio import decode_image, encode_volume, parallel_gzip, read_image_file, write_image_file
+
+from conftest import rotation
+
+
+def _grids():
+    yield ImageGrid((17, 11, 7), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    yield ImageGrid((17, 11, 7), (0.7, 1.3, 2.9), (-123.456, 78.9, -300.25), rotation(20, 10, 35))
+    # Left-handed grids (a flipped axis) need qfac = -1 in the qform.
+    yield ImageGrid((9, 12, 5), (0.5, 0.6, 4.0), (10.0, -20.0, 30.0), np.diag([1.0, 1.0, -1.0]) @ rotation(5, 30, -60))
+    yield ImageGrid((9, 12, 5), (2.0, 2.0, 2.0), (1.0, 2.0, 3.0), np.diag([-1.0, -1.0, 1.0]))
+
+
+@pytest.mark.parametrize("grid", list(_grids()), ids=["identity", "oblique", "left-handed", "ras-flip"])
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float32, np.int32])
+def test_simpleitk_reads_our_upload_with_the_same_voxels_and_geometry(tmp_path, grid, dtype):
+    array = np.random.default_rng(1).integers(-1000, 1000, size=grid.size[::-1]).astype(dtype)
+    encoded = encode_volume(Volume(array, grid))
+    path = tmp_path / f"upload{encoded.suffix}"
+    path.write_bytes(encoded.data)
+    image = sitk.ReadImage(str(path))
+    assert np.array_equal(sitk.GetArrayFromImage(image), array)
+    assert Volume.from_sitk(image).grid.matches(grid)
+
+
+@pytest.mark.parametrize("grid", list(_grids()), ids=["identity", "oblique", "left-handed", "ras-flip"])
+def test_decoding_what_simpleitk_wrote_matches(tmp_path, grid):
+    array = (np.arange(np.prod(grid.size)) % 7).astype(np.uint8).reshape(grid.size[::-1])
+    path = tmp_path / "result.nii.gz"
+    write_image_file(Volume(array, grid), path)
+    decoded = decode_image(path.read_bytes(), path.name)
+    assert np.array_equal(decoded.array, array)
+    assert decoded.grid.matches(grid)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nii", ".mha"])
+def test_other_formats_decode_through_simpleitk(tmp_path, oblique_volume, suffix):
+    path = tmp_path / f"result{suffix}"
+    write_image_file(oblique_volume, path)
+    decoded = decode_image(path.read_bytes(), path.name)
+    assert np.array_equal(decoded.array, oblique_volume.array)
+    assert decoded.grid.matches(oblique_volume.grid)
+
+
+def test_upload_is_one_ordinary_gzip_member_even_across_many_blocks(monkeypatch):
+    import ClaraAWSLib.imageio as imageio
+
+    monkeypatch.setattr(imageio, "COMPRESSION_BLOCK_BYTES", 1000)  # many blocks, odd boundaries
+    data = np.random.default_rng(0).integers(0, 50, size=123457, dtype=np.uint8).tobytes()
+    compressed = parallel_gzip([b"head", data], threads=2)
+    assert gzip.decompress(compressed) == b"head" + data
+    assert compressed.count(b"\x1f\x8b\x08") >= 1 and compressed[:3] == b"\x1f\x8b\x08"
+
+
+def test_uncompressed_upload_is_plain_nifti(oblique_volume):
+    encoded = encode_volume(oblique_volume, compress=False)
+    assert encoded.suffix == ".nii" and encoded.data[344:348] == b"n+1\x00"
+    assert decode_image(encoded.data).grid.matches(oblique_volume.grid)
+
+
+def test_big_endian_and_bool_volumes_are_sent_correctly(oblique_grid):
+    array = np.arange(np.prod(oblique_grid.size), dtype=">i2").reshape(oblique_grid.size[::-1])
+    assert np.array_equal(decode_image(encode_volume(Volume(array, oblique_grid)).data).array, array)
+    mask = array % 3 == 0
+    assert np.array_equal(decode_image(encode_volume(Volume(mask, oblique_grid)).data).array, mask.astype(np.uint8))
+
+
+def test_damaged_results_raise_one_readable_error():
+    with pytest.raises(MalformedResponseError, match="empty"):
+        decode_image(b"")
+    with pytest.raises(MalformedResponseError, match="gzip"):
+        decode_image(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(MalformedResponseError, match="not an image"):
+        decode_image(b"hello, I am not an image", "result.nii.gz")
+
+
+def test_a_4d_or_empty_volume_is_refused(tmp_path):
+    with pytest.raises(GeometryError, match="4 dimensions"):
+        Volume(np.zeros((2, 3, 4, 5), np.int16), ImageGrid((4, 3, 2), (1, 1, 1), (0, 0, 0)))
+    with pytest.raises(GeometryError, match="empty"):
+        Volume(np.zeros((0, 3, 4), np.int16), ImageGrid((4, 3, 0), (1, 1, 1), (0, 0, 0)))
+    image = sitk.Image([4, 4, 4, 3], sitk.sitkInt16)
+    path = tmp_path / "four.nii.gz"
+    sitk.WriteImage(image, str(path))
+    with pytest.raises(GeometryError, match="4D"):
+        read_image_file(path)
+    with pytest.raises(InputError, match="does not exist"):
+        read_image_file(tmp_path / "missing.nii.gz")
