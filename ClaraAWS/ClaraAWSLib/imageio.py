@@ -85,7 +85,7 @@ def parallel_gzip(pieces, *, level: int = 1, threads: int = 0) -> bytes:
     workers = threads or min(len(blocks), os.cpu_count() or 1)
 
     def deflate(index: int) -> bytes:
-        compressor = zlib.compressobj(level, zlib.DEFLATED, -15, 9)
+        compressor = zlib.compressobj(level, zlib.DEFLATED, -15, 8)
         mode = zlib.Z_FINISH if index == len(blocks) - 1 else zlib.Z_SYNC_FLUSH
         return compressor.compress(blocks[index]) + compressor.flush(mode)
 
