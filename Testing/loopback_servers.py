@@ -154,6 +154,22 @@ def _parse_form(content_type: str, body: bytes) -> Tuple[Dict[str, str], Optiona
 
 
 class _OtherAIAAHandler(_QuietHandler):
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        owner = self.server.owner
+        owner.cookies_received.append(self.headers.get("Cookie"))
+        if ok and owner.prefix:
+            if not self.path.startswith(owner.prefix + "/"):
+                self.close_connection = True
+                self.answer(404, b"not under the prefix", "text/plain")
+                return False
+            self.path = self.path[len(owner.prefix) :]
+        return ok
+
+    def answer(self, status, body, content_type, extra=None) -> None:
+        # Like an AWS load balancer with stickiness: a cookie the client should send back.
+        super().answer(status, body, content_type, {"Set-Cookie": "AWSALB=sticky-target-1; Path=/", **(extra or {})})
+
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         if url.path.rstrip("/") == "/v1/models":
@@ -216,8 +232,10 @@ class _OtherAIAAHandler(_QuietHandler):
 
 
 class OtherAIAAServer(LoopbackServer):
-    def __init__(self, result_suffix: str = ".nrrd", threshold: float = 100.0) -> None:
+    def __init__(self, result_suffix: str = ".nrrd", threshold: float = 100.0, prefix: str = "") -> None:
         super().__init__(_OtherAIAAHandler)
+        self.prefix = prefix.rstrip("/")
+        self.cookies_received: List[Optional[str]] = []
         self.result_suffix = result_suffix
         self.threshold = threshold
         self.sessions: Dict[str, Tuple[str, bytes]] = {}

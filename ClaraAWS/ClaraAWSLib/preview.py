@@ -25,6 +25,9 @@ OVERLAY_COLOURS: Tuple[Tuple[int, int, int], ...] = (
 )
 
 
+MIN_PREVIEW_HEIGHT = 384
+
+
 def overlay_colour(value: int) -> Tuple[int, int, int]:
     return OVERLAY_COLOURS[(int(value) - 1) % len(OVERLAY_COLOURS)]
 
@@ -53,6 +56,9 @@ def write_preview(
     canvas = np.zeros((height, axial.shape[1] + 8 + coronal.shape[1], 3), np.uint8)
     canvas[: axial.shape[0], : axial.shape[1]] = axial
     canvas[: coronal.shape[0], axial.shape[1] + 8 :] = coronal
+    if canvas.shape[0] < MIN_PREVIEW_HEIGHT:  # small phantoms: enlarge so the organs are visible
+        factor = -(-MIN_PREVIEW_HEIGHT // canvas.shape[0])
+        canvas = canvas.repeat(factor, axis=0).repeat(factor, axis=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(sitk.GetImageFromArray(canvas, isVector=True), str(path))

@@ -1,0 +1,71 @@
+"""Thread-safe counters of what the reference server received, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Dict
+
+
+class ServerStats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._image_uploads = 0
+        self._bytes_received = 0
+        self._sessions_created = 0
+        self._requests: Counter = Counter()
+
+    # --- recording (called by request handlers) ---------------------------------------------
+    def count_request(self, path: str) -> None:
+        with self._lock:
+            self._requests[path] += 1
+
+    def add_bytes(self, size: int) -> None:
+        with self._lock:
+            self._bytes_received += size
+
+    def add_image_uploads(self, count: int) -> None:
+        with self._lock:
+            self._image_uploads += count
+
+    def add_session(self) -> None:
+        with self._lock:
+            self._sessions_created += 1
+
+    # --- reading ------------------------------------------------------------------------------
+    @property
+    def image_uploads(self) -> int:
+        """File parts received on any endpoint, session creation included."""
+        with self._lock:
+            return self._image_uploads
+
+    @property
+    def bytes_received(self) -> int:
+        """Request body bytes received (chunked framing excluded)."""
+        with self._lock:
+            return self._bytes_received
+
+    @property
+    def sessions_created(self) -> int:
+        with self._lock:
+            return self._sessions_created
+
+    @property
+    def requests(self) -> Dict[str, int]:
+        """Requests per URL path (query excluded); a copy."""
+        with self._lock:
+            return dict(self._requests)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._image_uploads = self._bytes_received = self._sessions_created = 0
+            self._requests.clear()
+
+    def snapshot(self) -> Dict[str, object]:
+        with self._lock:
+            return {
+                "image_uploads": self._image_uploads,
+                "bytes_received": self._bytes_received,
+                "sessions_created": self._sessions_created,
+                "requests": dict(self._requests),
+            }
