@@ -97,6 +97,13 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, reference_server,
     sitk.WriteImage(sitk.Image([4, 4, 4, 2], sitk.sitkInt16), str(four_d))
     assert_one_line_failure(clara_aws("segment", "--server", reference_server.url, "--model", "m", four_d, "-o", out), 2)
     assert_one_line_failure(clara_aws("segment", "--model", "m", ct_file, "-o", out), 2)  # no server at all
+    uploads = reference_server.stats.image_uploads
+    wrong_type = clara_aws("segment", "--server", reference_server.url, "--model", "region_grow_annotation", ct_file, "-o", out)
+    assert_one_line_failure(wrong_type, 2)
+    assert "type annotation" in wrong_type.stderr and reference_server.stats.image_uploads == uploads
+    unknown = clara_aws("segment", "--server", reference_server.url, "--model", "no_such_model", ct_file, "-o", out)
+    assert_one_line_failure(unknown, 1)
+    assert "no_such_model" in unknown.stderr and reference_server.stats.image_uploads == uploads
     assert not out.exists()
 
 

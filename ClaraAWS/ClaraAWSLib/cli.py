@@ -202,7 +202,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_segment(args) -> int:
-    return _run_work(args, lambda client, image, progress: client.inference(args.model, image, progress=progress))
+    return _run_work(args, "auto", lambda client, model, image, progress: client.auto_segment(model, **_source(image, progress)))
 
 
 def cmd_annotate(args) -> int:
@@ -213,9 +213,7 @@ def cmd_annotate(args) -> int:
             f"annotate needs at least {MIN_EXTREME_POINTS} --point I,J,K extreme points; {len(args.point)} given."
         )
     return _run_work(
-        args,
-        lambda client, image, progress: client.dextr3d(args.model, args.point, **_image_or_session(image, progress)),
-        use_session=args.session,
+        args, "annotation", lambda client, model, image, progress: client.dextr3d(model["name"], args.point, **_source(image, progress))
     )
 
 
@@ -224,14 +222,20 @@ def cmd_deepgrow(args) -> int:
         raise InputError("deepgrow needs at least one --fg I,J,K foreground click.")
     return _run_work(
         args,
-        lambda client, image, progress: client.deepgrow(
-            args.model, args.fg, args.bg, current_point=args.fg[-1], **_image_or_session(image, progress)
+        "deepgrow",
+        lambda client, model, image, progress: client.deepgrow(
+            model["name"],
+            args.fg,
+            args.bg,
+            current_point=args.fg[-1],
+            endpoint="deepgrow" if model["type"] == "deepgrow" else "inference",
+            **_source(image, progress),
         ),
-        use_session=args.session,
     )
 
 
-def _image_or_session(image, progress) -> dict:
+def _source(image, progress) -> dict:
+    """Keyword arguments that send either the encoded image or only a session id."""
     from .client import ImageSession
 
     if isinstance(image, ImageSession):
@@ -239,7 +243,8 @@ def _image_or_session(image, progress) -> dict:
     return {"image": image, "progress": progress}
 
 
-def _run_work(args, call, use_session: bool = False) -> int:
+def _run_work(args, task: str, call) -> int:
+    from .client import check_model_task
     from .geometry import resample_labels_to_grid
     from .imageio import encode_volume, read_image_file, write_image_file
 
@@ -247,13 +252,15 @@ def _run_work(args, call, use_session: bool = False) -> int:
     output = Path(args.output)
     progress = TerminalProgress()
     with _client(args) as client:
+        # Ask for the model first: a wrong name or type fails before a large upload, not after.
+        model = check_model_task(client.model(args.model), task)
         image = encode_volume(volume)
         session = None
-        if use_session:
+        if getattr(args, "session", False):
             session = client.create_session(image, progress=progress)
             progress.done()
         try:
-            result = call(client, session or image, progress)
+            result = call(client, model, session or image, progress)
         finally:
             progress.done()
             if session is not None:

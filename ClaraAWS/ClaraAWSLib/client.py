@@ -43,6 +43,9 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Inference on a large CT can take minutes without a byte on the wire.
 DEFAULT_READ_TIMEOUT = 900.0
 MIN_EXTREME_POINTS = 6
+AUTO_SEGMENTATION_TYPES = ("segmentation", "others", "pipeline")
+ANNOTATION_TYPES = ("annotation",)
+DEEPGROW_TYPES = ("deepgrow", "pipeline")
 SESSION_EXPIRED_STATUS = 440
 
 ImageInput = Union[EncodedImage, Volume, str, Path]
@@ -74,6 +77,21 @@ class AIAAResult:
                 "The server answered without a result image; the model may not produce label images."
             )
         return decode_image(self.image_bytes, self.filename or "")
+
+
+MODEL_TYPES_FOR_TASK = {"auto": AUTO_SEGMENTATION_TYPES, "annotation": ANNOTATION_TYPES, "deepgrow": DEEPGROW_TYPES}
+TASK_NAMES = {"auto": "auto-segmentation", "annotation": "extreme-point annotation", "deepgrow": "deepgrow clicks"}
+
+
+def check_model_task(model: Mapping[str, Any], task: str) -> Mapping[str, Any]:
+    """``model`` if its type fits the task ("auto", "annotation", "deepgrow"), else one readable InputError."""
+    allowed = MODEL_TYPES_FOR_TASK[task]
+    if model.get("type") not in allowed:
+        raise InputError(
+            f"'{model.get('name')}' is a model of type {model.get('type')}, which does not do {TASK_NAMES[task]}; "
+            f"pick a model of type {' or '.join(allowed)}."
+        )
+    return model
 
 
 def as_encoded_image(image: ImageInput) -> EncodedImage:
@@ -170,6 +188,12 @@ class AIAAClient:
     def inference(self, model: str, image: Optional[ImageInput] = None, **options: Any) -> AIAAResult:
         return self.run("inference", model, image, **options)
 
+    def auto_segment(self, model: Mapping[str, Any], image: Optional[ImageInput] = None, **options: Any) -> AIAAResult:
+        """Auto-segmentation with a listed model: /v1/segmentation for type segmentation, else /v1/inference."""
+        check_model_task(model, "auto")
+        endpoint = "segmentation" if model.get("type") == "segmentation" else "inference"
+        return self.run(endpoint, model["name"], image, **options)
+
     def dextr3d(self, model: str, points: Sequence[Point], image: Optional[ImageInput] = None, **options: Any) -> AIAAResult:
         points = _index_points(points, "extreme point")
         if len(points) < MIN_EXTREME_POINTS:
@@ -189,6 +213,7 @@ class AIAAClient:
         *,
         current_point: Optional[Point] = None,
         spatial_size: Optional[Sequence[int]] = None,
+        endpoint: str = "deepgrow",
         **options: Any,
     ) -> AIAAResult:
         foreground = _index_points(foreground, "foreground point")
@@ -200,7 +225,7 @@ class AIAAClient:
             params["current_point"] = _index_points([current_point], "current point")[0]
         if spatial_size is not None:
             params["spatial_size"] = [int(v) for v in spatial_size]
-        return self.run("deepgrow", model, image, params=params, **options)
+        return self.run(endpoint, model, image, params=params, **options)
 
     def run(
         self,
