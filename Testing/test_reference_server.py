@@ -43,7 +43,6 @@ from server_fixtures import (
     dice,
     error_of,
     extreme_points,
-    in_pieces,
     multipart_body,
     post_work,
     same_geometry,
@@ -419,6 +418,14 @@ def test_oversized_bodies_get_413_and_the_server_carries_on(files):
         with pytest.raises(AssertionError):
             create_session(limited.url, files["oblique"])
         assert Result(post_work(limited.url, "segmentation", SEG, files["tiny"])).labels().shape == (8, 24, 24)
+        # A client that announces its body (Expect: 100-continue) is refused before sending it.
+        with socket.create_connection(("127.0.0.1", limited.port), timeout=10) as raw:
+            raw.sendall(
+                f"POST /v1/segmentation?model={SEG} HTTP/1.1\r\nHost: x\r\nContent-Length: {limit + 1}\r\n"
+                "Expect: 100-continue\r\nContent-Type: multipart/form-data; boundary=abc\r\n\r\n".encode()
+            )
+            answer = raw.makefile("rb").read()
+        assert answer.startswith(b"HTTP/1.1 413") and b'"PayloadTooLarge"' in answer
 
 
 def test_keep_alive_connection_serves_several_requests(server, files):

@@ -22,6 +22,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .errors import InputError
 from .geometry import ImageGrid, Volume
 
 #: Label value v of the truth image is ``PHANTOM_LABELS[v - 1]``.
@@ -82,9 +83,20 @@ def _ellipsoid(centre: Sequence[float], semi_axes: Sequence[float], rotation_z_d
     # Rows of the inverse rotation take a point into the ellipsoid's own axes; divide by the semi-axes there.
     to_local = (_rotation_z(rotation_z_deg).T / np.asarray(semi_axes, dtype=float)[:, None]).astype(np.float32)
 
+    # A box around the ellipsoid (whatever its rotation about z) rules most points out cheaply.
+    reach = np.array([max(semi_axes[0], semi_axes[1])] * 2 + [semi_axes[2]], dtype=np.float32)
+    low, high = centre_arr - reach, centre_arr + reach
+
     def inside(points: Points) -> np.ndarray:
-        local = (points - centre_arr) @ to_local.T
-        return np.einsum("ij,ij->i", local, local) <= 1.0
+        result = np.zeros(len(points), dtype=bool)
+        near = (points[:, 2] >= low[2]) & (points[:, 2] <= high[2])
+        for axis in (0, 1):
+            near &= (points[:, axis] >= low[axis]) & (points[:, axis] <= high[axis])
+        candidates = np.flatnonzero(near)
+        if candidates.size:
+            local = (points[candidates] - centre_arr) @ to_local.T
+            result[candidates] = np.einsum("ij,ij->i", local, local) <= 1.0
+        return result
 
     return inside
 
@@ -212,6 +224,10 @@ def make_phantom(
     ``origin=None`` centres the grid on LPS (0, 0, 0). ``blur_voxels`` is the Gaussian point-spread width
     in voxels (0 disables it).
     """
+    if len(tuple(size)) != 3 or min(int(v) for v in size) < 1:
+        raise InputError(f"The phantom size {list(size)} must be three positive voxel counts (i, j, k).")
+    if noise_hu < 0 or blur_voxels < 0:
+        raise InputError("The phantom's noise_hu and blur_voxels must not be negative.")
     grid = _grid_for(size, spacing, origin, direction)
     ni, nj, nk = grid.size
     centre = np.asarray(grid.ijk_to_lps()[:3, :3] @ ((np.asarray(grid.size) - 1) / 2.0) + grid.origin)
@@ -248,8 +264,10 @@ def _blur(hu: np.ndarray, grid: ImageGrid, blur_voxels: float) -> np.ndarray:
 
     image = sitk.GetImageFromArray(hu)
     image.SetSpacing(grid.spacing)
-    sigmas = [blur_voxels * s for s in grid.spacing]
-    return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image, sigmas))
+    variances = [(blur_voxels * s) ** 2 for s in grid.spacing]
+    # A small discrete kernel is exact enough for a sub-voxel blur and twice as fast as the recursive filter.
+    kernel_width = 2 * int(np.ceil(3 * blur_voxels)) + 1
+    return sitk.GetArrayFromImage(sitk.DiscreteGaussian(image, variances, kernel_width, 0.01, True))
 
 
 def write_phantom(

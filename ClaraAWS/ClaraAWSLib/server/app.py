@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from http.server import BaseHTTPRequestHandler
 from typing import Callable, Dict, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from . import endpoints
-from .bodies import BodyReader
+from .bodies import BodyReader, too_large_message
 from .endpoints import Request, ServerContext
-from .problems import BadRequest, MethodNotAllowed, NotFound, ServerProblem
+from .problems import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ServerProblem
 from .responses import Response, problem_response
 
 log = logging.getLogger("ClaraAWSLib.server")
@@ -23,24 +24,23 @@ Handler = Callable[[ServerContext, Request], Response]
 LINGER_MAX_BYTES = 4 << 30
 LINGER_MAX_SECONDS = 60.0
 
-WORK_ROUTES = {f"/v1/{endpoint}": endpoints.run_model(endpoint) for endpoint in endpoints.ENDPOINT_MODEL_TYPES}
+ROUTES: Dict[str, Dict[str, Handler]] = {
+    "/": {"GET": endpoints.docs},
+    "/docs": {"GET": endpoints.docs},
+    "/v1/models": {"GET": endpoints.list_models},
+    "/session": {"PUT": endpoints.create_session, "POST": endpoints.create_session},
+    **{f"/v1/{name}": {"POST": endpoints.run_model(name)} for name in endpoints.ENDPOINT_MODEL_TYPES},
+}
+SESSION_ROUTES: Dict[str, Handler] = {"GET": endpoints.session_info, "DELETE": endpoints.delete_session}
 
 
 def find_route(method: str, path: str) -> Handler:
     """The handler for ``method`` and ``path``; NotFound or MethodNotAllowed otherwise."""
     normalised = path.rstrip("/") or "/"
-    table: Dict[str, Dict[str, Handler]] = {
-        "/": {"GET": endpoints.docs},
-        "/docs": {"GET": endpoints.docs},
-        "/v1/models": {"GET": endpoints.list_models},
-        "/session": {"PUT": endpoints.create_session, "POST": endpoints.create_session},
-    }
-    for work_path, handler in WORK_ROUTES.items():
-        table[work_path] = {"POST": handler}
-    if normalised in table:
-        methods = table[normalised]
+    if normalised in ROUTES:
+        methods = ROUTES[normalised]
     elif path.startswith("/session/"):
-        methods = {"GET": endpoints.session_info, "DELETE": endpoints.delete_session}
+        methods = SESSION_ROUTES
     else:
         raise NotFound(f"There is no endpoint {path!r} on this server; GET /docs/ lists the endpoints.")
     lookup = "GET" if method == "HEAD" else method
@@ -84,6 +84,19 @@ class AIAARequestHandler(BaseHTTPRequestHandler):
             # block the accept loop.
             self.request.do_handshake()
 
+    def handle_expect_100(self) -> bool:
+        """Refuse an announced oversized body before the client sends it (curl announces large uploads)."""
+        limit = self.context.max_upload_bytes
+        try:
+            declared = int(self.headers.get("Content-Length", "-1"))
+        except ValueError:
+            declared = -1
+        if limit is not None and declared > limit:
+            self.context.stats.count_request(urlsplit(self.path).path)
+            problem_response(PayloadTooLarge(too_large_message(declared, limit))).write_to(self, close=True)
+            return False
+        return super().handle_expect_100()
+
     def _dispatch(self, method: str) -> None:
         context = self.context
         url = urlsplit(self.path)
@@ -102,7 +115,9 @@ class AIAARequestHandler(BaseHTTPRequestHandler):
             )
             body.check_declared_size()  # answered before reading; the body is then skipped
             handler = find_route(method, url.path)
+            started = time.perf_counter()
             response = handler(context, request)
+            context.stats.add_processing_seconds(url.path, time.perf_counter() - started)
             if not body.finished:
                 # The route did not need the body (a GET with a body, say); skip it to keep the connection usable.
                 body.drain(max_bytes=LINGER_MAX_BYTES, max_seconds=LINGER_MAX_SECONDS)

@@ -39,7 +39,7 @@ class BodyReader:
     def check_declared_size(self) -> None:
         """Refuse a body whose Content-Length alone is over the limit, before reading any of it."""
         if self._max_bytes is not None and self._declared is not None and self._declared > self._max_bytes:
-            raise PayloadTooLarge(_too_large(self._declared, self._max_bytes))
+            raise PayloadTooLarge(too_large_message(self._declared, self._max_bytes))
 
     @property
     def finished(self) -> bool:
@@ -107,7 +107,7 @@ class BodyReader:
             self._on_bytes(size)
         self.received += size
         if self._max_bytes is not None and self.received > self._max_bytes:
-            raise PayloadTooLarge(_too_large(self.received, self._max_bytes, at_least=True))
+            raise PayloadTooLarge(too_large_message(self.received, self._max_bytes, at_least=True))
 
     def drain(self, *, max_bytes: int, max_seconds: float) -> bool:
         """Read and discard the rest of the body within limits; True when the body was read to its end.
@@ -128,7 +128,8 @@ class BodyReader:
         return True
 
 
-def _too_large(size: int, limit: int, *, at_least: bool = False) -> str:
+def too_large_message(size: int, limit: int, *, at_least: bool = False) -> str:
+    """One sentence for HTTP 413."""
     amount = f"more than {limit}" if at_least else str(size)
     return (
         f"The request body ({amount} bytes) exceeds this server's upload limit of {limit} bytes; "

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
 from . import growing
-from .organs import ORGAN_LABELS, organ_summary, segment_organs, smooth
+from .organs import ORGAN_LABELS, SMOOTHING_SIGMA_MM, organ_summary, segment_organs, smooth
 from .problems import InvalidParams
 from .validation import Index, parse_current_point, parse_points
 
@@ -90,8 +90,6 @@ class PhantomOrganSegmenter:
         )
 
     def run(self, request: ModelInput) -> ModelOutput:
-        from .organs import SMOOTHING_SIGMA_MM
-
         labels = segment_organs(request.image, _smoothed(request, SMOOTHING_SIGMA_MM))
         return ModelOutput(
             labels,
@@ -143,7 +141,7 @@ class RegionGrowAnnotation:
         array = np.asarray(points, dtype=float)
         centroid = tuple(int(round(v)) for v in array.mean(axis=0))
         box_centre = tuple(int(round(v)) for v in (array.min(axis=0) + array.max(axis=0)) / 2.0)
-        seeds = [tuple(c - o for c, o in zip(seed, offset)) for seed in {centroid, box_centre}]
+        seeds = _shifted(dict.fromkeys([centroid, box_centre]), offset)
         region = growing.grow_region(crop, seeds, allowed[context])
 
         labels = np.zeros(shape, dtype=np.uint8)
@@ -156,6 +154,11 @@ class RegionGrowAnnotation:
                 "bbox": growing.bounding_box(allowed),
             },
         )
+
+
+def _shifted(points: Iterable[Index], offset: Sequence[int]) -> List[Index]:
+    """Indices relative to a crop that starts at ``offset`` (ITK order)."""
+    return [tuple(c - o for c, o in zip(point, offset)) for point in points]
 
 
 def _clicks(request: ModelInput):
@@ -183,10 +186,10 @@ def _grow_with_clicks(
         marks[growing.numpy_index(point)] = True
     box = growing.padded_box(marks, image.GetSpacing(), 0.0)
     offset = [s.start for s in reversed(box)]
-    local = lambda points: [tuple(c - o for c, o in zip(p, offset)) for p in points]  # noqa: E731
-    nearer = growing.closer_to_foreground(region[box].shape, image.GetSpacing(), local(foreground), local(background))
+    inside_foreground, inside_background = _shifted(foreground, offset), _shifted(background, offset)
+    nearer = growing.closer_to_foreground(region[box].shape, image.GetSpacing(), inside_foreground, inside_background)
     kept = np.zeros(shape, dtype=bool)
-    kept[box] = growing.keep_seeded_components(region[box] & nearer, local(foreground))
+    kept[box] = growing.keep_seeded_components(region[box] & nearer, inside_foreground)
     return kept
 
 

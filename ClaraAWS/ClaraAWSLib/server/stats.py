@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import Dict
+from typing import Dict, List, Tuple
 
 
 class ServerStats:
@@ -14,6 +14,7 @@ class ServerStats:
         self._bytes_received = 0
         self._sessions_created = 0
         self._requests: Counter = Counter()
+        self._processing: List[Tuple[str, float]] = []
 
     # --- recording (called by request handlers) ---------------------------------------------
     def count_request(self, path: str) -> None:
@@ -27,6 +28,11 @@ class ServerStats:
     def add_image_uploads(self, count: int) -> None:
         with self._lock:
             self._image_uploads += count
+
+    def add_processing_seconds(self, path: str, seconds: float) -> None:
+        """Time a route spent between reading the request line and having its answer ready."""
+        with self._lock:
+            self._processing.append((path, seconds))
 
     def add_session(self) -> None:
         with self._lock:
@@ -44,6 +50,12 @@ class ServerStats:
         """Request body bytes received (chunked framing excluded)."""
         with self._lock:
             return self._bytes_received
+
+    @property
+    def processing_seconds(self) -> List[Tuple[str, float]]:
+        """(path, seconds) per answered request, in order; a copy."""
+        with self._lock:
+            return list(self._processing)
 
     @property
     def sessions_created(self) -> int:

@@ -1,7 +1,7 @@
-"""Strict checks of request params, as a real AIAA server applies them.
+"""Strict checks of request params, at least as strict as a real AIAA server.
 
-A real server turns points with ``int()``; a JSON string instead of an array fails there with an
-"invalid literal" complaint. This server is at least as strict, so client bugs show up in tests.
+A real server converts point coordinates to integers and fails on a JSON string where an array
+belongs; this server refuses such params too (HTTP 400), so client bugs show up in tests.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def parse_points(
         raw = []
     if isinstance(raw, str):
         raise InvalidParams(
-            f"invalid literal for a point list: {key} = {_short(raw)!r} is a string; send a JSON array of "
-            "[i, j, k] integer arrays instead."
+            f"Cannot read {key} = {_short(raw)!r} as voxel indices: it is a JSON string, not an array; send "
+            f'"{key}": [[i, j, k], ...] with integer coordinates.'
         )
     if not isinstance(raw, (list, tuple)):
         raise InvalidParams(f"{key} must be a JSON array of [i, j, k] points, not {type(raw).__name__}.")

@@ -1,0 +1,417 @@
+"""ClaraAWSLogic: volume nodes in, segmentation nodes out, through an AIAA server.
+
+Each operation has three steps so a GUI can keep its thread free and drop stale answers:
+
+- ``prepare...()`` on the GUI thread checks the input, converts points and copies the voxels (or
+  finds the volume's session) and returns a ``SegmentationRequest``;
+- ``request.run(progress, cancel)`` on any thread does the network work and decoding, no MRML;
+- ``apply(request)`` on the GUI thread changes the scene, or returns None when a newer request for
+  the same target has started since (its answer is stale).
+
+``autoSegment``, ``annotate`` and ``deepgrow`` run the three steps in a row. Nothing in the scene
+changes until ``apply``, and a failing ``apply`` leaves the scene as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import vtk
+
+from . import scene_export, scene_placement, scene_points
+from .errors import GeometryError, InputError
+from .geometry import Volume
+from .scene_import import LabelSegment, import_label_volume, segments_for_labels
+from .scene_labelmaps import segment_mask, set_segment_mask
+from .scene_requests import ANNOTATE, AUTO_SEGMENT, DEEPGROW, RequestSequencer, SegmentationRequest
+from .scene_sessions import SessionCache
+from .scene_setup import default_scene, ensure_scene_services
+from .scene_undo import UndoEntry, UndoHistory
+
+log = logging.getLogger(__name__)
+
+MIN_EXTREME_POINTS = 6
+AUTO_SEGMENT_TYPES = ("segmentation", "others", "pipeline")
+ANNOTATION_TYPES = ("annotation",)
+DEEPGROW_TYPES = ("deepgrow", "pipeline")
+
+TAG_MODEL = "ClaraAWS.Model"
+TAG_EXTREME_POINTS = "ClaraAWS.ExtremePointsRAS"
+TAG_FOREGROUND_POINTS = "ClaraAWS.ForegroundPointsRAS"
+TAG_BACKGROUND_POINTS = "ClaraAWS.BackgroundPointsRAS"
+
+
+def _points_json(points: Sequence[Sequence[float]]) -> str:
+    return json.dumps([[round(float(value), 4) for value in point] for point in points])
+
+
+def is_deepgrow_2d(model: Dict[str, Any]) -> bool:
+    return str(model.get("deepgrow", "")).strip().upper() == "2D"
+
+
+class ClaraAWSLogic:
+    """Scene-side orchestration of ClaraAWS; imports slicer and vtk, never qt."""
+
+    def __init__(self, scene=None, *, clientFactory: Optional[Callable[..., Any]] = None, maxUndo: int = 10) -> None:
+        self.scene = scene if scene is not None else default_scene()
+        self._services = ensure_scene_services(self.scene)
+        self.client = None
+        self.models: List[Dict[str, Any]] = []
+        self.lastTimings: Dict[str, float] = {}
+        self.lastRequest: Optional[SegmentationRequest] = None
+        self.lastSegmentationNode = None
+        self._clientFactory = clientFactory
+        self._sessions = SessionCache(lambda: self.client)
+        self._undo = UndoHistory(maxUndo)
+        self._sequencer = RequestSequencer()
+        self._observations: List[int] = []
+        self._observeScene()
+
+    # --- server ---------------------------------------------------------------------------------
+    def connect(self, serverUrl: str, **clientOptions: Any) -> List[Dict[str, Any]]:
+        """Connect to an AIAA server and list its models; clientOptions go to AIAAClient."""
+        factory = self._clientFactory
+        if factory is None:
+            from .client import AIAAClient
+
+            factory = AIAAClient
+        client = factory(serverUrl, **clientOptions)
+        try:
+            models = client.models()
+        except Exception:
+            client.close()
+            raise
+        self._sessions.close_all()  # sessions belong to the previous server
+        if self.client is not None:
+            self.client.close()
+        self.client, self.models = client, models
+        return models
+
+    def refreshModels(self) -> List[Dict[str, Any]]:
+        self.models = self._requireClient().models()
+        return self.models
+
+    def model(self, name: str) -> Dict[str, Any]:
+        for model in self.models:
+            if model.get("name") == name:
+                return model
+        raise InputError(f"The server has no model named '{name}'; list the models again and choose one of them.")
+
+    # --- blocking contract ------------------------------------------------------------------------
+    def autoSegment(self, volumeNode, modelName: str, segmentationNode=None):
+        """Segment the whole volume with a segmentation model; returns the vtkMRMLSegmentationNode."""
+        return self._runInRow(self.prepareAutoSegment(volumeNode, modelName, segmentationNode))
+
+    def annotate(self, volumeNode, segmentationNode, segmentId: Optional[str], modelName: str, pointsRAS) -> str:
+        """Replace a segment with the result of an extreme-points model; returns the segment ID."""
+        return self._runInRow(self.prepareAnnotate(volumeNode, segmentationNode, segmentId, modelName, pointsRAS))
+
+    def deepgrow(self, volumeNode, segmentationNode, segmentId: Optional[str], modelName: str, foregroundRAS,
+                 backgroundRAS=(), currentPointRAS=None) -> str:
+        """Update a segment from foreground/background clicks; returns the segment ID."""
+        request = self.prepareDeepgrow(volumeNode, segmentationNode, segmentId, modelName, foregroundRAS,
+                                       backgroundRAS, currentPointRAS)
+        return self._runInRow(request)
+
+    def undo(self, segmentationNode) -> bool:
+        """Restore the segments changed by the last AI edit of this segmentation; False if there is none."""
+        return self._undo.undo(segmentationNode) is not None
+
+    def canUndo(self, segmentationNode) -> bool:
+        return self._undo.can_undo(segmentationNode)
+
+    def _runInRow(self, request: SegmentationRequest):
+        started = time.perf_counter()
+        request.run()
+        result = self.apply(request)
+        self.lastTimings["total"] = time.perf_counter() - started + request.timings.get("export", 0.0)
+        return result
+
+    # --- step 1: prepare (GUI thread) ---------------------------------------------------------------
+    def prepareAutoSegment(self, volumeNode, modelName: str, segmentationNode=None) -> SegmentationRequest:
+        client = self._requireClient()
+        model = self._modelOfType(modelName, AUTO_SEGMENT_TYPES, "auto-segmentation")
+        self._checkTargets(volumeNode, segmentationNode, None)
+        started = time.perf_counter()
+        grid = scene_export.volume_grid(volumeNode)
+        entry = self._sessions.valid(volumeNode)
+        volume = None
+        if entry is None or not entry.is_open:
+            entry, volume = None, scene_export.export_volume(volumeNode)
+        target = (AUTO_SEGMENT, volumeNode.GetID(), segmentationNode.GetID() if segmentationNode else "new")
+        request = self._newRequest(AUTO_SEGMENT, client, model, "inference", grid, volumeNode, segmentationNode, None,
+                                   target)
+        request.volume, request.volume_session = volume, entry
+        request.timings["export"] = time.perf_counter() - started
+        return request
+
+    def prepareAnnotate(self, volumeNode, segmentationNode, segmentId: Optional[str], modelName: str,
+                        pointsRAS) -> SegmentationRequest:
+        points = [list(point) for point in (pointsRAS or [])]
+        if len(points) < MIN_EXTREME_POINTS:
+            raise InputError(
+                f"Place at least {MIN_EXTREME_POINTS} extreme points (the outermost points of the structure along "
+                f"every axis); {len(points)} {'is' if len(points) == 1 else 'are'} placed."
+            )
+        client = self._requireClient()
+        model = self._modelOfType(modelName, ANNOTATION_TYPES, "extreme-points annotation")
+        self._checkTargets(volumeNode, segmentationNode, segmentId)
+        started = time.perf_counter()
+        grid = scene_export.volume_grid(volumeNode)
+        indices = scene_points.points_to_indices(volumeNode, grid, points, role="Extreme point")
+        entry = self._sessions.entry_for(volumeNode, scene_export.export_volume)
+        request = self._newRequest(ANNOTATE, client, model, "dextr3d", entry.grid, volumeNode, segmentationNode,
+                                   segmentId, self._editTarget(volumeNode, segmentationNode, segmentId))
+        request.volume_session = entry
+        request.call_arguments = {"points": indices}
+        request.points_ras = {TAG_EXTREME_POINTS: points}
+        request.timings["export"] = time.perf_counter() - started
+        return request
+
+    def prepareDeepgrow(self, volumeNode, segmentationNode, segmentId: Optional[str], modelName: str, foregroundRAS,
+                        backgroundRAS=(), currentPointRAS=None) -> SegmentationRequest:
+        foreground = [list(point) for point in (foregroundRAS or [])]
+        background = [list(point) for point in (backgroundRAS or [])]
+        if not foreground:
+            raise InputError("Place at least one foreground point inside the structure, then try again.")
+        client = self._requireClient()
+        model = self._modelOfType(modelName, DEEPGROW_TYPES, "deepgrow")
+        self._checkTargets(volumeNode, segmentationNode, segmentId)
+        started = time.perf_counter()
+        grid = scene_export.volume_grid(volumeNode)
+        foreground_ijk = scene_points.points_to_indices(volumeNode, grid, foreground, role="Foreground point")
+        background_ijk = scene_points.points_to_indices(volumeNode, grid, background, role="Background point")
+        if currentPointRAS is not None:
+            current = scene_points.points_to_indices(volumeNode, grid, [list(currentPointRAS)], role="Current point")[0]
+        else:
+            current = foreground_ijk[-1]
+        slice_k = None
+        if is_deepgrow_2d(model):
+            slice_k = current[2]
+            # A 2D model sees one slice: send only the clicks on it, as the NVIDIA Slicer plugin does.
+            foreground_ijk = [p for p in foreground_ijk if p[2] == slice_k]
+            background_ijk = [p for p in background_ijk if p[2] == slice_k]
+            if not foreground_ijk:
+                raise InputError(
+                    f"The 2D deepgrow model works on one slice: place a foreground point on slice {slice_k} first."
+                )
+        entry = self._sessions.entry_for(volumeNode, scene_export.export_volume)
+        arguments = {"foreground": foreground_ijk, "background": background_ijk, "current_point": current}
+        endpoint = "deepgrow"
+        if model.get("type") == "pipeline":
+            endpoint, arguments = "inference", {"params": arguments}
+        request = self._newRequest(DEEPGROW, client, model, endpoint, entry.grid, volumeNode, segmentationNode,
+                                   segmentId, self._editTarget(volumeNode, segmentationNode, segmentId))
+        request.volume_session = entry
+        request.call_arguments = arguments
+        request.slice_k = slice_k
+        request.points_ras = {TAG_FOREGROUND_POINTS: foreground, TAG_BACKGROUND_POINTS: background}
+        request.timings["export"] = time.perf_counter() - started
+        return request
+
+    def _newRequest(self, kind, client, model, endpoint, grid, volumeNode, segmentationNode, segmentId, target):
+        return SegmentationRequest(
+            kind=kind, client=client, model=model, endpoint=endpoint, grid=grid,
+            volume_node_id=volumeNode.GetID(),
+            segmentation_node_id=segmentationNode.GetID() if segmentationNode is not None else None,
+            segment_id=segmentId or None, target=target, sequence=self._sequencer.begin(target),
+            sequencer=self._sequencer,
+        )
+
+    @staticmethod
+    def _editTarget(volumeNode, segmentationNode, segmentId):
+        owner = segmentationNode.GetID() if segmentationNode is not None else ("new", volumeNode.GetID())
+        return ("edit", owner, segmentId or "new")
+
+    # --- step 3: apply (GUI thread) -------------------------------------------------------------------
+    def apply(self, request: SegmentationRequest):
+        """Put a finished request's result into the scene; None when a newer request made it stale."""
+        if request.superseded:
+            return None
+        if not request.finished:
+            raise InputError("The request has not run yet; call request.run() before applying it.")
+        self.lastRequest = request
+        started = time.perf_counter()
+        volumeNode = self._liveNode(request.volume_node_id, "volume")
+        if not scene_export.volume_grid(volumeNode).matches(request.grid):
+            raise GeometryError(
+                f"The volume '{volumeNode.GetName()}' changed geometry while the server was working; run the request again."
+            )
+        segmentationNode = (
+            self._liveNode(request.segmentation_node_id, "segmentation") if request.segmentation_node_id else None
+        )
+        if request.kind == AUTO_SEGMENT:
+            result = self._applyAutoSegment(request, volumeNode, segmentationNode)
+        else:
+            result = self._applyEdit(request, volumeNode, segmentationNode)
+        request.timings["import"] = time.perf_counter() - started
+        self.lastTimings = dict(request.timings)
+        return result
+
+    def _applyAutoSegment(self, request, volumeNode, segmentationNode):
+        segments = segments_for_labels(request.model.get("labels") or [], request.label_values)
+        outcome = import_label_volume(
+            volumeNode, request.labels, segments, segmentationNode,
+            tags={TAG_MODEL: request.model_name},
+            node_name=f"{volumeNode.GetName()} {request.model_name}",
+            description=f"auto-segmentation with {request.model_name}",
+        )
+        self._undo.push(outcome.segmentation_node, outcome.undo_entry)
+        selected = (outcome.created_segment_ids or outcome.segment_ids or [""])[0]
+        if selected:
+            self._showInSegmentEditor(outcome.segmentation_node, volumeNode, selected)
+        self.lastSegmentationNode = outcome.segmentation_node
+        return outcome.segmentation_node
+
+    def _applyEdit(self, request, volumeNode, segmentationNode) -> str:
+        region = request.edit_region()
+        result_mask = request.labels.array > 0
+        tags = {TAG_MODEL: request.model_name}
+        tags.update({name: _points_json(points) for name, points in request.points_ras.items()})
+        description = f"{request.kind} with {request.model_name}"
+        segmentId = request.segment_id
+        if segmentationNode is None or segmentId is None:
+            labels = np.zeros(result_mask.shape, np.uint8)
+            labels[region] = result_mask[region]
+            name = self._newSegmentName(segmentationNode, request.model)
+            outcome = import_label_volume(
+                volumeNode, Volume(labels, request.grid), [LabelSegment(1, name)], segmentationNode, tags=tags,
+                node_name=f"{volumeNode.GetName()} {request.model_name}", description=description,
+            )
+            segmentationNode, segmentId = outcome.segmentation_node, outcome.segment_ids[0]
+            self._undo.push(segmentationNode, outcome.undo_entry)
+        else:
+            if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+                raise InputError(f"The segment '{segmentId}' was deleted while the server was working; nothing was changed.")
+            frame = scene_placement.volume_to_segmentation_frame(volumeNode, segmentationNode) @ \
+                scene_export.ijk_to_ras_matrix(volumeNode)
+            updated = segment_mask(segmentationNode, segmentId, frame, request.grid.size)
+            updated[region] = result_mask[region]
+            entry = UndoEntry.capture(segmentationNode, [segmentId], description)
+            try:
+                set_segment_mask(segmentationNode, segmentId, updated, frame)
+                segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+                for name, value in tags.items():
+                    segment.SetTag(name, value)
+            except Exception:
+                entry.restore(segmentationNode)
+                raise
+            self._undo.push(segmentationNode, entry)
+        self._showInSegmentEditor(segmentationNode, volumeNode, segmentId)
+        self.lastSegmentationNode = segmentationNode
+        return segmentId
+
+    @staticmethod
+    def _showInSegmentEditor(segmentationNode, volumeNode, segmentId: str) -> None:
+        try:
+            scene_placement.select_in_segment_editor(segmentationNode, volumeNode, segmentId)
+        except Exception:  # noqa: BLE001 - the result is in the scene; failing to select it must not undo that
+            log.warning("Could not select the result in the Segment Editor.", exc_info=True)
+
+    @staticmethod
+    def _newSegmentName(segmentationNode, model) -> str:
+        labels = model.get("labels") or []
+        base = str(labels[0]) if labels else str(model["name"])
+        if segmentationNode is None:
+            return base
+        segmentation = segmentationNode.GetSegmentation()
+        name, number = base, 2
+        while segmentation.GetSegmentIdBySegmentName(name):  # never overwrite a segment the user made
+            name, number = f"{base} {number}", number + 1
+        return name
+
+    # --- saved points -------------------------------------------------------------------------------
+    @staticmethod
+    def pointsOfSegment(segmentationNode, segmentId: str) -> Dict[str, Any]:
+        """The model and points ClaraAWS stored on a segment (survives saving and reloading the scene)."""
+        segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+        stored: Dict[str, Any] = {}
+        if segment is None:
+            return stored
+        for name in (TAG_MODEL, TAG_EXTREME_POINTS, TAG_FOREGROUND_POINTS, TAG_BACKGROUND_POINTS):
+            value = vtk.reference("")
+            if segment.GetTag(name, value):
+                stored[name] = str(value) if name == TAG_MODEL else json.loads(str(value))
+        return stored
+
+    # --- checks -------------------------------------------------------------------------------------
+    def _requireClient(self):
+        if self.client is None:
+            raise InputError("Not connected to a server; connect to an AIAA server first.")
+        return self.client
+
+    def _modelOfType(self, name: str, types: Sequence[str], purpose: str) -> Dict[str, Any]:
+        model = self.model(name)
+        if model.get("type") not in types:
+            raise InputError(
+                f"The model '{name}' is of type '{model.get('type')}', which cannot be used for {purpose}; "
+                f"choose a model of type {' or '.join(types)}."
+            )
+        return model
+
+    def _checkTargets(self, volumeNode, segmentationNode, segmentId: Optional[str]) -> None:
+        scene_export.check_scalar_volume(volumeNode)
+        if volumeNode.GetScene() is not self.scene:
+            raise InputError(f"The volume '{volumeNode.GetName()}' is not in this logic's scene.")
+        if segmentationNode is None:
+            if segmentId:
+                raise InputError("A segment ID was given without a segmentation; choose the segmentation too.")
+            return
+        if not segmentationNode.IsA("vtkMRMLSegmentationNode") or segmentationNode.GetScene() is not self.scene:
+            raise InputError("The chosen output is not a segmentation of this scene; choose a segmentation node.")
+        scene_placement.volume_to_segmentation_frame(volumeNode, segmentationNode)  # raises for non-linear mixes
+        if segmentId and segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+            raise InputError(
+                f"The segmentation '{segmentationNode.GetName()}' has no segment '{segmentId}'; select an existing segment."
+            )
+
+    def _liveNode(self, node_id: str, what: str):
+        node = self.scene.GetNodeByID(node_id)
+        if node is None:
+            raise InputError(f"The {what} was removed from the scene while the server was working; nothing was changed.")
+        return node
+
+    # --- scene events and cleanup ----------------------------------------------------------------------
+    def _observeScene(self) -> None:
+        this = weakref.ref(self)  # the scene must not keep the logic alive
+
+        @vtk.calldata_type(vtk.VTK_OBJECT)
+        def onNodeRemoved(caller, event, node):
+            logic = this()
+            if logic is not None and node is not None:
+                logic._forgetNode(node)
+
+        def onSceneClose(caller, event):
+            logic = this()
+            if logic is not None:
+                logic._sessions.close_all()
+                logic._undo.clear()
+
+        scene = self.scene
+        self._observations = [
+            scene.AddObserver(scene.NodeRemovedEvent, onNodeRemoved),
+            scene.AddObserver(scene.StartCloseEvent, onSceneClose),
+        ]
+
+    def _forgetNode(self, node) -> None:
+        node_id = node.GetID()
+        if node_id in self._sessions:
+            self._sessions.close(node_id)
+        if node.IsA("vtkMRMLSegmentationNode"):
+            self._undo.forget(node_id)
+
+    def cleanup(self) -> None:
+        """Close sessions and the client, drop undo history and stop observing the scene."""
+        for tag in self._observations:
+            self.scene.RemoveObserver(tag)
+        self._observations = []
+        self._sessions.close_all()
+        self._undo.clear()
+        if self.client is not None:
+            self.client.close()
+        self.client = None

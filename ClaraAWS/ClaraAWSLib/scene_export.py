@@ -1,0 +1,95 @@
+"""Volume node -> ``geometry.Volume``: the exact voxels and the node's own (untransformed) grid.
+
+A parent transform is deliberately left out of the exported grid: the server sees the volume as it is
+stored, and the result goes back under the same parent transform, so it lines up wherever the
+transform moves the volume. Oblique volumes keep their full direction matrix.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+import vtk
+from vtk.util import numpy_support
+
+from .errors import GeometryError, InputError
+from .geometry import ImageGrid, Volume
+
+#: Volume node classes that are scalar in the MRML class tree but are not plain scalar intensities.
+_NOT_SCALAR_CLASSES: Tuple[Tuple[str, str], ...] = (
+    ("vtkMRMLLabelMapVolumeNode", "is a label map; choose the image (scalar volume) it was drawn on instead"),
+    ("vtkMRMLStreamingVolumeNode", "is a video stream; ClaraAWS segments 3D scalar volumes only"),
+    ("vtkMRMLDiffusionTensorVolumeNode", "is a tensor volume; ClaraAWS segments 3D scalar volumes only"),
+    ("vtkMRMLDiffusionWeightedVolumeNode", "is a diffusion-weighted (4D) volume; extract one scalar volume first"),
+    ("vtkMRMLMultiVolumeNode", "is a 4D multi-volume; extract one frame as a scalar volume first"),
+    ("vtkMRMLVectorVolumeNode", "is a vector (colour) volume; convert it to a scalar volume first"),
+)
+
+
+def ijk_to_ras_matrix(volume_node) -> np.ndarray:
+    """The node's own IJK-to-RAS matrix (parent transforms not applied) as a 4x4 array."""
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(row, column) for column in range(4)] for row in range(4)])
+
+
+def _node_label(volume_node) -> str:
+    return f"'{volume_node.GetName()}'" if volume_node.GetName() else "the selected volume"
+
+
+def _is_sequence_frame(volume_node) -> bool:
+    scene = volume_node.GetScene()
+    if scene is None:
+        return False
+    browser_class = "vtkMRMLSequenceBrowserNode"
+    for index in range(scene.GetNumberOfNodesByClass(browser_class)):
+        if scene.GetNthNodeByClass(index, browser_class).IsProxyNodeID(volume_node.GetID()):
+            return True
+    return False
+
+
+def check_scalar_volume(volume_node) -> None:
+    """Raise InputError unless ``volume_node`` is a 3D single-component scalar volume with voxels."""
+    if volume_node is None or not volume_node.IsA("vtkMRMLVolumeNode"):
+        raise InputError("No volume is selected; choose a CT or MR volume to segment.")
+    for class_name, reason in _NOT_SCALAR_CLASSES:
+        if volume_node.IsA(class_name):
+            raise InputError(f"The volume {_node_label(volume_node)} {reason}.")
+    if not volume_node.IsA("vtkMRMLScalarVolumeNode"):
+        raise InputError(
+            f"The volume {_node_label(volume_node)} is a {volume_node.GetClassName()}; "
+            "ClaraAWS segments 3D scalar volumes only."
+        )
+    image = volume_node.GetImageData()
+    if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
+        raise InputError(f"The volume {_node_label(volume_node)} has no image data; load its voxels first.")
+    if image.GetNumberOfScalarComponents() != 1:
+        raise InputError(
+            f"The volume {_node_label(volume_node)} has {image.GetNumberOfScalarComponents()} components per voxel; "
+            "ClaraAWS needs a single-component scalar volume (extract one component or frame first)."
+        )
+    if _is_sequence_frame(volume_node):
+        raise InputError(
+            f"The volume {_node_label(volume_node)} is a frame of a sequence (4D); "
+            "clone the current frame into a plain volume and segment that."
+        )
+    dimensions = image.GetDimensions()
+    if min(dimensions) < 1 or int(np.prod(dimensions)) == 0:
+        raise GeometryError(f"The volume {_node_label(volume_node)} is empty (it has no voxels); load image data first.")
+
+
+def volume_grid(volume_node) -> ImageGrid:
+    """The grid of the image ClaraAWS sends for ``volume_node`` (checks the volume kind first)."""
+    check_scalar_volume(volume_node)
+    return ImageGrid.from_ijk_to_ras(ijk_to_ras_matrix(volume_node), volume_node.GetImageData().GetDimensions())
+
+
+def export_volume(volume_node) -> Volume:
+    """Copy the voxels and grid of ``volume_node`` into a Volume that worker threads may use freely."""
+    grid = volume_grid(volume_node)
+    image = volume_node.GetImageData()
+    scalars = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    # A copy: the worker thread must never read VTK memory that the GUI thread may change or free.
+    array = np.array(scalars, copy=True).reshape(tuple(reversed(grid.size)))
+    return Volume(array, grid)

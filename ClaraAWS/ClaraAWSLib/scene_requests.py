@@ -1,0 +1,208 @@
+"""The network half of a ClaraAWS operation, as a plain object a worker thread can run.
+
+``SegmentationRequest.run`` touches no MRML: it holds copies (voxels, grid, integer points, node IDs)
+made on the GUI thread by the logic's ``prepare...`` methods, talks to the server, decodes the result
+and puts it on the grid of the image that was sent. ``RequestSequencer`` numbers requests so that the
+result of an older request is dropped once a newer one for the same target has started.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import CancelledError, GeometryError
+from .geometry import ImageGrid, Volume, resample_labels_to_grid
+from .progress_text import Stage, StageProgress
+
+AUTO_SEGMENT = "autoSegment"
+ANNOTATE = "annotate"
+DEEPGROW = "deepgrow"
+
+
+class RequestSequencer:
+    """Per-target request numbers; a request is current while no newer one for its target has started."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 0
+        self._latest: Dict[Hashable, int] = {}
+
+    def begin(self, target: Hashable) -> int:
+        with self._lock:
+            self._next += 1
+            self._latest[target] = self._next
+            return self._next
+
+    def is_current(self, target: Hashable, sequence: int) -> bool:
+        with self._lock:
+            return self._latest.get(target) == sequence
+
+
+@dataclass
+class SegmentationRequest:
+    """Everything one request needs, and after ``run`` everything it produced."""
+
+    kind: str  # AUTO_SEGMENT, ANNOTATE or DEEPGROW
+    client: Any
+    model: Dict[str, Any]
+    endpoint: str  # client method: "inference", "dextr3d" or "deepgrow"
+    grid: ImageGrid  # grid of the image as sent (the volume's own grid)
+    volume_node_id: str
+    segmentation_node_id: Optional[str]
+    segment_id: Optional[str]
+    target: Hashable
+    sequence: int
+    sequencer: RequestSequencer
+    call_arguments: Dict[str, Any] = field(default_factory=dict)  # points etc. for the client method
+    volume: Optional[Volume] = None  # sent as the image when no session is used
+    volume_session: Any = None  # scene_sessions.VolumeSession when the request goes through a session
+    points_ras: Dict[str, List[List[float]]] = field(default_factory=dict)  # stored on the segment as tags
+    slice_k: Optional[int] = None  # deepgrow 2D: only this slice of the result counts
+    timings: Dict[str, float] = field(default_factory=dict)
+    # --- produced by run() -------------------------------------------------------------------------
+    labels: Optional[Volume] = None
+    label_values: Tuple[int, ...] = ()
+    result_params: Dict[str, Any] = field(default_factory=dict)
+    uploaded: bool = False
+    finished: bool = False
+
+    @property
+    def model_name(self) -> str:
+        return str(self.model["name"])
+
+    @property
+    def superseded(self) -> bool:
+        return not self.sequencer.is_current(self.target, self.sequence)
+
+    def run(self, progress: Optional[Callable[[Any], None]] = None, cancel=None) -> "SegmentationRequest":
+        """Network, decoding and resampling; safe on a worker thread. Returns self.
+
+        ``progress(payload)`` receives ``progress_text.StageProgress`` values (encoding, then upload bytes);
+        ``cancel`` is anything with ``is_set()``.
+        """
+        if self.superseded:
+            return self  # a newer request for the same target replaced this one before it left
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("The request was cancelled before it was sent; nothing was changed.")
+        report = _upload_reporter(progress, self.endpoint)
+        started = time.perf_counter()
+        source: Dict[str, Any] = {}
+        if self.volume_session is not None:
+            was_open = self.volume_session.is_open
+            if not was_open and progress is not None:
+                progress(StageProgress(Stage.ENCODING))
+            source["session"] = self.volume_session.open(self.client, progress=report, cancel=cancel)
+            self.uploaded = not was_open
+            self.timings["session"] = time.perf_counter() - started
+        else:
+            if progress is not None:
+                progress(StageProgress(Stage.ENCODING))
+            source["image"] = self.volume
+            self.uploaded = True
+        method = getattr(self.client, self.endpoint)
+        result = method(self.model_name, **self.call_arguments, **source, progress=report, cancel=cancel)
+        self.volume = None  # the voxels are no longer needed; free them early
+        for stage, seconds in (result.timings or {}).items():
+            self.timings[stage] = self.timings.get(stage, 0.0) + float(seconds)
+        self.result_params = dict(result.params or {})
+        decode_started = time.perf_counter()
+        labels = result.labels()
+        self.timings["decode"] = time.perf_counter() - decode_started
+        resample_started = time.perf_counter()
+        self.labels = result_on_grid(labels, self.grid)
+        self.timings["resample"] = time.perf_counter() - resample_started
+        self.label_values = tuple(int(v) for v in np.unique(self.labels.array) if v > 0)
+        self.timings["run"] = time.perf_counter() - started
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("The request was cancelled; nothing was changed.")
+        self.finished = True
+        return self
+
+    # --- what part of the result an interactive edit may change ------------------------------------
+    def edit_region(self) -> Tuple[slice, slice, slice]:
+        """``[k, j, i]`` slices of the result that replace the segment's voxels (crop box, 2D slice)."""
+        size_i, size_j, size_k = self.grid.size
+        ranges = [[0, size_i], [0, size_j], [0, size_k]]
+        crop = self.result_params.get("crop")
+        if crop is not None:
+            ranges = _crop_ranges(crop, self.grid.size)
+        if self.slice_k is not None:
+            low, high = ranges[2]
+            ranges[2] = [max(low, self.slice_k), min(high, self.slice_k + 1)]
+        (i0, i1), (j0, j1), (k0, k1) = ranges
+        return slice(k0, max(k0, k1)), slice(j0, max(j0, j1)), slice(i0, max(i0, i1))
+
+
+def _upload_reporter(progress: Optional[Callable[[Any], None]], endpoint: str):
+    """The client's ``(sent, total)`` upload callback, forwarded as one StageProgress payload."""
+    if progress is None:
+        return None
+
+    def report(sent: int, total: int) -> None:
+        progress(StageProgress(Stage.UPLOADING, sent, total, endpoint))
+
+    return report
+
+
+def _crop_ranges(crop: Any, size: Sequence[int]) -> List[List[int]]:
+    """``[[i0, i1], [j0, j1], [k0, k1]]`` with inclusive ends (as the reference server and 2D ``[k, k]`` boxes
+    use them) turned into end-exclusive ranges clipped to the image."""
+    try:
+        ranges = [[int(crop[axis][0]), int(crop[axis][1])] for axis in range(3)]
+    except (TypeError, ValueError, IndexError, KeyError) as error:
+        raise GeometryError(
+            f"The server's crop box {crop!r} is not [[i0, i1], [j0, j1], [k0, k1]]; the result cannot be placed."
+        ) from error
+    return [[max(0, low), min(int(size[axis]), high + 1)] for axis, (low, high) in enumerate(ranges)]
+
+
+def _has_default_geometry(grid: ImageGrid) -> bool:
+    return (
+        np.allclose(grid.spacing, 1.0)
+        and np.allclose(grid.origin, 0.0)
+        and np.allclose(grid.direction, np.eye(3))
+    )
+
+
+def _corners_in_index_space(source: ImageGrid, target: ImageGrid) -> np.ndarray:
+    size = np.array(source.size, float)
+    corners = np.array([[i, j, k] for i in (-0.5, size[0] - 0.5) for j in (-0.5, size[1] - 0.5)
+                        for k in (-0.5, size[2] - 0.5)])
+    lps = np.c_[corners, np.ones(8)] @ source.ijk_to_lps().T
+    return target.lps_to_continuous_index(lps[:, :3])
+
+
+def result_on_grid(labels: Volume, grid: ImageGrid) -> Volume:
+    """The server's label image on ``grid`` (nearest neighbour); GeometryError when it cannot be placed."""
+    if labels.grid.matches(grid):
+        return Volume(labels.array, grid)
+    if labels.grid.size == grid.size and _has_default_geometry(labels.grid) and not _has_default_geometry(grid):
+        # The server wrote the voxels of the image as sent but dropped the header; the voxel order is the input's.
+        return Volume(labels.array, grid)
+    if _has_default_geometry(labels.grid) and not _has_default_geometry(grid):
+        raise GeometryError(
+            f"The server's result has size {list(labels.grid.size)} instead of {list(grid.size)} and no geometry "
+            "(origin, spacing and direction were dropped), so it cannot be placed: check the server's output writer."
+        )
+    if labels.array.dtype.kind == "f":
+        labels = Volume(np.rint(labels.array).astype(np.int32), labels.grid)
+    corners = _corners_in_index_space(labels.grid, grid)
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    size = np.array(grid.size, float)
+    if np.any(high < -0.5) or np.any(low > size - 0.5):
+        raise GeometryError(
+            f"The server's result ({labels.grid.describe()}) does not overlap the volume ({grid.describe()}); "
+            "its geometry is wrong, so it cannot be placed: check the server's output writer."
+        )
+    resampled = resample_labels_to_grid(labels, grid)
+    if labels.array.any() and not resampled.array.any():
+        raise GeometryError(
+            f"The server's result ({labels.grid.describe()}) has labels only outside the volume; "
+            "its geometry is wrong, so it cannot be placed: check the server's output writer."
+        )
+    return resampled

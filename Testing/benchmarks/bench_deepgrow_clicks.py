@@ -1,0 +1,99 @@
+"""Deepgrow clicks on a 512x512x150 CT over loopback: one upload per volume versus re-sending it per click.
+
+For each click it measures the bytes the client sent and the client's own time: the wall time of the
+call (result decoding included) minus the time the server spent handling the request (measured inside
+the server: loading the session image, the model, writing the result). Side by side in one run:
+- session path (ClaraAWS): the first click uploads the volume into a session, later clicks send points;
+- re-send path (older plugins without sessions): every click encodes and uploads the whole volume.
+Targets for clicks after the first: under 2 KB sent and under 50 ms of client time.
+
+Run: python Testing/benchmarks/bench_deepgrow_clicks.py [--size 512,512,150] [--clicks 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from ClaraAWSLib.client import AIAAClient
+from ClaraAWSLib.imageio import decode_image, encode_volume
+from ClaraAWSLib.phantom import make_phantom
+from ClaraAWSLib.server import ReferenceServer, builtin_models
+
+
+def click_points(phantom, count):
+    spleen = np.argwhere(phantom.truth.array == phantom.labels.index("spleen") + 1)
+    rng = np.random.default_rng(0)
+    picks = spleen[rng.choice(len(spleen), size=count, replace=False)]
+    return [[int(i), int(j), int(k)] for k, j, i in picks]
+
+
+def one_click(client, server, model, clicks, **source):
+    """(wall seconds, server handling seconds, bytes sent) of one click, result decoded as the client must."""
+    before = len(server.stats.processing_seconds)
+    started = time.perf_counter()
+    result = client.deepgrow(model.name, clicks, [], current_point=clicks[-1], **source)
+    decode_image(result.image_bytes, result.filename or "")
+    wall = time.perf_counter() - started
+    handled = sum(seconds for _, seconds in server.stats.processing_seconds[before:])
+    return wall, handled, result.bytes_sent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="512,512,150")
+    parser.add_argument("--clicks", type=int, default=5)
+    args = parser.parse_args()
+    size = tuple(int(v) for v in args.size.split(","))
+    phantom = make_phantom(size=size, spacing=(0.7, 0.7, 2.0))
+    points = click_points(phantom, args.clicks)
+    models = builtin_models()
+    deepgrow = next(m for m in models if m.name == "region_grow_deepgrow")
+    print(f"CT {list(size)} int16 ({phantom.ct.array.nbytes / 1e6:.1f} MB), {args.clicks} clicks, model {deepgrow.name}")
+
+    with ReferenceServer(models=models) as server, AIAAClient(server.url) as client:
+        # Session path: the volume goes up once.
+        started = time.perf_counter()
+        session = client.create_session(encode_volume(phantom.ct))
+        first_upload = time.perf_counter() - started
+        session_rows = []
+        for n in range(1, args.clicks + 1):
+            session_rows.append(one_click(client, server, deepgrow, points[:n], session=session))
+        client.close_session(session)
+
+        # Re-send path: encode and upload the whole volume with every click.
+        resend_rows = []
+        for n in range(1, args.clicks + 1):
+            started = time.perf_counter()
+            encoded = encode_volume(phantom.ct)  # what every click costs without a session
+            encode_seconds = time.perf_counter() - started
+            wall, handled, sent = one_click(client, server, deepgrow, points[:n], image=encoded)
+            resend_rows.append((wall + encode_seconds, handled, sent))
+
+    def show(name, rows, extra_first=0.0, extra_bytes=0):
+        print(name)
+        for n, (wall, model_seconds, sent) in enumerate(rows, start=1):
+            first = n == 1
+            client_ms = 1000 * (wall - model_seconds + (extra_first if first else 0))
+            total_sent = sent + (extra_bytes if first else 0)
+            print(f"  click {n}: sent {total_sent / 1024:10.1f} KB   client {client_ms:8.1f} ms   server {1000 * model_seconds:7.1f} ms")
+        later = rows[1:]
+        if later:
+            print(f"  after the first: median sent {statistics.median(r[2] for r in later) / 1024:.2f} KB, "
+                  f"median client {1000 * statistics.median(r[0] - r[1] for r in later):.1f} ms")
+        return later
+
+    later_session = show("Session (ClaraAWS, volume uploaded once):", session_rows, first_upload, session.image.size_bytes)
+    later_resend = show("Re-send the volume with each click (older plugins without sessions):", resend_rows)
+    if later_session and later_resend:
+        ratio_bytes = statistics.median(r[2] for r in later_resend) / statistics.median(r[2] for r in later_session)
+        ratio_time = statistics.median(r[0] - r[1] for r in later_resend) / statistics.median(r[0] - r[1] for r in later_session)
+        print(f"Per later click, re-sending costs {ratio_bytes:,.0f}x the bytes and {ratio_time:.1f}x the client time.")
+    print("Targets after the first click: < 2 KB sent, < 50 ms client time.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Volume node -> geometry.Volume: exact voxels, the node's own grid, clear errors for other volume kinds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("slicer")
+pytestmark = pytest.mark.slicer
+
+import slicer  # noqa: E402
+import vtk  # noqa: E402
+
+import slicer_scene as ss  # noqa: E402
+from ClaraAWSLib.errors import GeometryError, InputError  # noqa: E402
+from ClaraAWSLib.geometry import ImageGrid, Volume  # noqa: E402
+from ClaraAWSLib.scene_export import export_volume, ijk_to_ras_matrix, volume_grid  # noqa: E402
+
+
+@pytest.fixture
+def harness():
+    return ss.new_scene()
+
+
+def _random_volume(grid: ImageGrid, dtype=np.int16, seed=1) -> Volume:
+    rng = np.random.default_rng(seed)
+    return Volume(rng.integers(-1000, 2000, size=grid.size[::-1]).astype(dtype), grid)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float32, np.int32])
+def test_export_is_exact_for_oblique_transformed_volume(harness, dtype):
+    grid = ss.oblique_grid()
+    source = _random_volume(grid, dtype)
+    transform = ss.add_transform(harness, ss.linear_transform())
+    node = ss.add_volume(harness, source, transform_node=transform)
+
+    exported = export_volume(node)
+
+    assert exported.array.dtype == np.dtype(dtype)
+    assert np.array_equal(exported.array, source.array)
+    assert exported.grid.size == grid.size
+    # The node's own grid, not moved by the parent transform.
+    assert np.allclose(exported.grid.ijk_to_lps(), grid.ijk_to_lps(), atol=1e-9)
+    assert np.allclose(ijk_to_ras_matrix(node), grid.ijk_to_ras(), atol=1e-9)
+
+
+def test_export_is_a_copy_the_scene_cannot_change(harness):
+    node = ss.add_volume(harness, _random_volume(ss.oblique_grid()))
+    exported = export_volume(node)
+    before = exported.array.copy()
+    slicer.util.arrayFromVolume(node)[:] = 7
+    slicer.util.arrayFromVolumeModified(node)
+    assert np.array_equal(exported.array, before)
+
+
+def test_label_map_is_refused(harness):
+    volume = Volume(np.zeros((4, 5, 6), np.uint8), ImageGrid((6, 5, 4), (1, 1, 1), (0, 0, 0)))
+    node = ss.add_volume(harness, volume, class_name="vtkMRMLLabelMapVolumeNode")
+    with pytest.raises(InputError, match="label map"):
+        export_volume(node)
+
+
+def test_vector_volume_is_refused(harness):
+    node = harness.scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "RGB")
+    image = vtk.vtkImageData()
+    image.SetDimensions(4, 4, 4)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 3)
+    node.SetAndObserveImageData(image)
+    with pytest.raises(InputError, match="vector"):
+        export_volume(node)
+
+
+def test_multi_component_scalar_volume_is_refused(harness):
+    node = harness.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "4D")
+    image = vtk.vtkImageData()
+    image.SetDimensions(4, 4, 4)
+    image.AllocateScalars(vtk.VTK_SHORT, 5)
+    node.SetAndObserveImageData(image)
+    with pytest.raises(InputError, match="5 components"):
+        export_volume(node)
+
+
+def test_volume_without_image_data_is_refused(harness):
+    node = harness.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "Empty")
+    with pytest.raises(InputError, match="no image data"):
+        export_volume(node)
+
+
+def test_volume_with_zero_voxels_is_refused(harness):
+    node = harness.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "Zero")
+    image = vtk.vtkImageData()
+    image.SetDimensions(0, 0, 0)
+    image.AllocateScalars(vtk.VTK_SHORT, 1)
+    node.SetAndObserveImageData(image)
+    with pytest.raises((InputError, GeometryError)):
+        export_volume(node)
+
+
+def test_sequence_frame_is_refused(harness):
+    node = ss.add_volume(harness, _random_volume(ImageGrid((6, 5, 4), (1, 1, 1), (0, 0, 0))), name="Frame")
+    # The Sequences module registers these classes inside Slicer; slicer-core alone does not.
+    browser = harness.scene.AddNode(slicer.vtkMRMLSequenceBrowserNode())
+    sequence = harness.scene.AddNode(slicer.vtkMRMLSequenceNode())
+    browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
+    browser.AddProxyNode(node, sequence, False)
+    with pytest.raises(InputError, match="sequence"):
+        export_volume(node)
+
+
+def test_no_volume_is_refused():
+    with pytest.raises(InputError, match="No volume"):
+        volume_grid(None)
