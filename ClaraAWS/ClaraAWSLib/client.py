@@ -414,7 +414,8 @@ def _index_points(points: Sequence[Point], what: str) -> List[List[int]]:
 
 def _normalise_model(model: Dict[str, Any]) -> Dict[str, Any]:
     model = dict(model)
-    model.setdefault("type", "others")
+    # Servers differ in case ("DeepGrow"); the protocol's types are lower case.
+    model["type"] = str(model.get("type") or "others").strip().lower()
     model.setdefault("description", "")
     labels = model.get("labels") or []
     if isinstance(labels, dict):  # some servers map label values to names

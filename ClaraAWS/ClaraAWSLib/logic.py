@@ -24,6 +24,7 @@ import numpy as np
 import vtk
 
 from . import scene_export, scene_placement, scene_points
+from .client import check_model_task
 from .errors import GeometryError, InputError
 from .geometry import Volume
 from .scene_import import LabelSegment, import_label_volume, segments_for_labels
@@ -36,9 +37,6 @@ from .scene_undo import UndoEntry, UndoHistory
 log = logging.getLogger(__name__)
 
 MIN_EXTREME_POINTS = 6
-AUTO_SEGMENT_TYPES = ("segmentation", "others", "pipeline")
-ANNOTATION_TYPES = ("annotation",)
-DEEPGROW_TYPES = ("deepgrow", "pipeline")
 
 TAG_MODEL = "ClaraAWS.Model"
 TAG_EXTREME_POINTS = "ClaraAWS.ExtremePointsRAS"
@@ -135,7 +133,7 @@ class ClaraAWSLogic:
     # --- step 1: prepare (GUI thread) ---------------------------------------------------------------
     def prepareAutoSegment(self, volumeNode, modelName: str, segmentationNode=None) -> SegmentationRequest:
         client = self._requireClient()
-        model = self._modelOfType(modelName, AUTO_SEGMENT_TYPES, "auto-segmentation")
+        model = check_model_task(self.model(modelName), "auto")
         self._checkTargets(volumeNode, segmentationNode, None)
         started = time.perf_counter()
         grid = scene_export.volume_grid(volumeNode)
@@ -144,7 +142,8 @@ class ClaraAWSLogic:
         if entry is None or not entry.is_open:
             entry, volume = None, scene_export.export_volume(volumeNode)
         target = (AUTO_SEGMENT, volumeNode.GetID(), segmentationNode.GetID() if segmentationNode else "new")
-        request = self._newRequest(AUTO_SEGMENT, client, model, "inference", grid, volumeNode, segmentationNode, None,
+        endpoint = "segmentation" if model.get("type") == "segmentation" else "inference"
+        request = self._newRequest(AUTO_SEGMENT, client, model, endpoint, grid, volumeNode, segmentationNode, None,
                                    target)
         request.volume, request.volume_session = volume, entry
         request.timings["export"] = time.perf_counter() - started
@@ -159,7 +158,7 @@ class ClaraAWSLogic:
                 f"every axis); {len(points)} {'is' if len(points) == 1 else 'are'} placed."
             )
         client = self._requireClient()
-        model = self._modelOfType(modelName, ANNOTATION_TYPES, "extreme-points annotation")
+        model = check_model_task(self.model(modelName), "annotation")
         self._checkTargets(volumeNode, segmentationNode, segmentId)
         started = time.perf_counter()
         grid = scene_export.volume_grid(volumeNode)
@@ -180,7 +179,7 @@ class ClaraAWSLogic:
         if not foreground:
             raise InputError("Place at least one foreground point inside the structure, then try again.")
         client = self._requireClient()
-        model = self._modelOfType(modelName, DEEPGROW_TYPES, "deepgrow")
+        model = check_model_task(self.model(modelName), "deepgrow")
         self._checkTargets(volumeNode, segmentationNode, segmentId)
         started = time.perf_counter()
         grid = scene_export.volume_grid(volumeNode)
@@ -344,15 +343,6 @@ class ClaraAWSLogic:
         if self.client is None:
             raise InputError("Not connected to a server; connect to an AIAA server first.")
         return self.client
-
-    def _modelOfType(self, name: str, types: Sequence[str], purpose: str) -> Dict[str, Any]:
-        model = self.model(name)
-        if model.get("type") not in types:
-            raise InputError(
-                f"The model '{name}' is of type '{model.get('type')}', which cannot be used for {purpose}; "
-                f"choose a model of type {' or '.join(types)}."
-            )
-        return model
 
     def _checkTargets(self, volumeNode, segmentationNode, segmentId: Optional[str]) -> None:
         scene_export.check_scalar_volume(volumeNode)

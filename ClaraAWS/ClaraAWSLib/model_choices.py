@@ -8,10 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
-#: Model types each action offers (AIAA ``type`` values, compared case-insensitively).
-AUTO_SEGMENT_TYPES = ("segmentation", "others", "pipeline")
-ANNOTATION_TYPES = ("annotation",)
-DEEPGROW_TYPES = ("deepgrow", "pipeline")
+from .client import ANNOTATION_TYPES, DEEPGROW_TYPES
+from .client import AUTO_SEGMENTATION_TYPES as AUTO_SEGMENT_TYPES
 
 MAX_LABELS_SHOWN = 6
 
