@@ -28,7 +28,7 @@ from .client import check_model_task
 from .errors import GeometryError, InputError
 from .geometry import Volume
 from .scene_import import LabelSegment, import_label_volume, segments_for_labels
-from .scene_labelmaps import segment_mask, set_segment_mask
+from .scene_labelmaps import replace_segment_region
 from .scene_requests import ANNOTATE, AUTO_SEGMENT, DEEPGROW, RequestSequencer, SegmentationRequest
 from .scene_sessions import SessionCache
 from .scene_setup import default_scene, ensure_scene_services
@@ -269,14 +269,14 @@ class ClaraAWSLogic:
 
     def _applyEdit(self, request, volumeNode, segmentationNode) -> str:
         region = request.edit_region()
-        result_mask = request.labels.array > 0
+        result_mask = request.labels.array[region] > 0  # only this box of the result may change the segment
         tags = {TAG_MODEL: request.model_name}
         tags.update({name: _points_json(points) for name, points in request.points_ras.items()})
         description = f"{request.kind} with {request.model_name}"
         segmentId = request.segment_id
         if segmentationNode is None or segmentId is None:
-            labels = np.zeros(result_mask.shape, np.uint8)
-            labels[region] = result_mask[region]
+            labels = np.zeros(request.labels.array.shape, np.uint8)
+            labels[region] = result_mask
             name = self._newSegmentName(segmentationNode, request.model)
             outcome = import_label_volume(
                 volumeNode, Volume(labels, request.grid), [LabelSegment(1, name)], segmentationNode, tags=tags,
@@ -289,11 +289,10 @@ class ClaraAWSLogic:
                 raise InputError(f"The segment '{segmentId}' was deleted while the server was working; nothing was changed.")
             frame = scene_placement.volume_to_segmentation_frame(volumeNode, segmentationNode) @ \
                 scene_export.ijk_to_ras_matrix(volumeNode)
-            updated = segment_mask(segmentationNode, segmentId, frame, request.grid.size)
-            updated[region] = result_mask[region]
             entry = UndoEntry.capture(segmentationNode, [segmentId], description)
             try:
-                set_segment_mask(segmentationNode, segmentId, updated, frame)
+                origin_index = (region[2].start, region[1].start, region[0].start)
+                replace_segment_region(segmentationNode, segmentId, result_mask, frame, origin_index)
                 segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
                 for name, value in tags.items():
                     segment.SetTag(name, value)

@@ -123,3 +123,26 @@ def set_segment_mask(segmentation_node, segment_id: str, mask: Optional[np.ndarr
     # Slicer moves the edited segment to a layer of its own instead of erasing the other segment.
     if not logic.SetBinaryLabelmapToSegment(image, segmentation_node, segment_id, logic.MODE_REPLACE):
         raise GeometryError(f"Slicer refused to update segment '{segment_id}'; its labelmap could not be replaced.")
+
+
+def replace_segment_region(segmentation_node, segment_id: str, region_mask: np.ndarray, image_to_frame: np.ndarray,
+                           origin_index: Sequence[int]) -> None:
+    """Replace one segment's voxels inside a box of the grid by ``region_mask``; voxels outside the box stay.
+
+    ``region_mask`` is the box's ``[k, j, i]`` content and ``origin_index`` the (i, j, k) of its first voxel.
+    Only the box travels into Slicer, so a click that changes a small region costs little on a large volume.
+    Slicer's replace mode would clear the whole segment, so the box is written as a minimum (removes what
+    the result left out) and a maximum (adds what it found), both limited to the box's extent.
+    """
+    if min(region_mask.shape) == 0:
+        return
+    k_size, j_size, i_size = region_mask.shape
+    i0, j0, k0 = (int(v) for v in origin_index)
+    image = oriented_image(region_mask.astype(np.uint8, copy=False), image_to_frame, origin_index)
+    extent = (i0, i0 + i_size - 1, j0, j0 + j_size - 1, k0, k0 + k_size - 1)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    # No segment ids to overwrite: where the box would cover a segment sharing the layer, Slicer moves the
+    # edited segment to a layer of its own, so other segments keep their voxels.
+    for mode in (logic.MODE_MERGE_MIN, logic.MODE_MERGE_MAX):
+        if not logic.SetBinaryLabelmapToSegment(image, segmentation_node, segment_id, mode, extent):
+            raise GeometryError(f"Slicer refused to update segment '{segment_id}'; its labelmap could not be changed.")

@@ -116,7 +116,9 @@ class SegmentationRequest:
         resample_started = time.perf_counter()
         self.labels = result_on_grid(labels, self.grid)
         self.timings["resample"] = time.perf_counter() - resample_started
-        self.label_values = tuple(int(v) for v in np.unique(self.labels.array) if v > 0)
+        # An edit reads only its box of the result; sorting a whole volume's voxels would cost a click ~0.1 s.
+        values = self.labels.array if self.kind == AUTO_SEGMENT else self.labels.array[self.edit_region()]
+        self.label_values = tuple(int(v) for v in np.unique(values[values != 0]))
         self.timings["run"] = time.perf_counter() - started
         if cancel is not None and cancel.is_set():
             raise CancelledError("The request was cancelled; nothing was changed.")

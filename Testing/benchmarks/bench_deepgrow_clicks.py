@@ -93,6 +93,48 @@ def main() -> None:
         ratio_time = statistics.median(r[0] - r[1] for r in later_resend) / statistics.median(r[0] - r[1] for r in later_session)
         print(f"Per later click, re-sending costs {ratio_bytes:,.0f}x the bytes and {ratio_time:.1f}x the client time.")
     print("Targets after the first click: < 2 KB sent, < 50 ms client time.")
+    scene_clicks(phantom, points)
+
+
+def scene_clicks(phantom, points) -> None:
+    """The same clicks through the Slicer scene logic: points from RAS, result into a segment."""
+    try:
+        import slicer  # noqa: F401
+    except ImportError:
+        print("(slicer-core not installed: the scene-logic part is skipped)")
+        return
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Testing/, for slicer_scene
+    import slicer_scene
+    from ClaraAWSLib import ClaraAWSLogic
+
+    harness = slicer_scene.new_scene()
+    volume_node = slicer_scene.add_volume(harness, phantom.ct)
+    segmentation = harness.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Segmentation")
+    segment_id = segmentation.GetSegmentation().AddEmptySegment("spleen")
+    ras = [list(phantom.ct.grid.ijk_to_ras() @ [i, j, k, 1])[:3] for i, j, k in points]
+    rows = []
+    with ReferenceServer() as server:
+        logic = ClaraAWSLogic(harness.scene)
+        logic.connect(server.url)
+        for n in range(1, len(points) + 1):
+            before = len(server.stats.processing_seconds)
+            started = time.perf_counter()
+            request = logic.prepareDeepgrow(volume_node, segmentation, segment_id, "region_grow_deepgrow", ras[:n])
+            prepared = time.perf_counter()
+            request.run()
+            ran = time.perf_counter()
+            logic.apply(request)
+            applied = time.perf_counter()
+            handled = sum(seconds for _, seconds in server.stats.processing_seconds[before:])
+            rows.append((prepared - started, ran - prepared - handled, applied - ran, handled))
+        logic.cleanup()
+    print("Scene logic (prepare on the GUI thread, run on a worker, apply on the GUI thread):")
+    for n, (prepare, worker, apply, handled) in enumerate(rows, start=1):
+        print(f"  click {n}: GUI {1000 * (prepare + apply):7.1f} ms (prepare {1000 * prepare:.1f}, apply {1000 * apply:.1f})   "
+              f"worker besides the server {1000 * worker:7.1f} ms   client total {1000 * (prepare + worker + apply):7.1f} ms")
 
 
 if __name__ == "__main__":
