@@ -6,6 +6,8 @@ mismatch can only come from the scene side: export, point conversion, import, se
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -158,18 +160,27 @@ def test_a_changed_volume_is_uploaded_again(harness, phantom, server, volume_nod
     assert len(server.sessions) == 1  # the stale session was closed
 
 
+def _eventually(condition, timeout=10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_sessions_close_with_the_node_the_scene_and_cleanup(harness, phantom, server, volume_node, logic):
     clicks = _world(volume_node, [_centre_voxel(phantom.truth.array == 1)])
     logic.deepgrow(volume_node, None, None, DEEPGROW_MODEL, clicks)
     assert len(server.sessions) == 1
     harness.scene.RemoveNode(volume_node)
-    assert len(server.sessions) == 0
+    assert _eventually(lambda: len(server.sessions) == 0)  # deleted off the GUI thread
 
     second = ss.add_volume(harness, phantom.ct, name="CT again")
     logic.deepgrow(second, None, None, DEEPGROW_MODEL, _world(second, [_centre_voxel(phantom.truth.array == 1)]))
     assert len(server.sessions) == 1
     harness.scene.Clear(0)
-    assert len(server.sessions) == 0
+    assert _eventually(lambda: len(server.sessions) == 0)
 
     third = ss.add_volume(harness, phantom.ct, name="CT third")
     logic.deepgrow(third, None, None, DEEPGROW_MODEL, _world(third, [_centre_voxel(phantom.truth.array == 1)]))

@@ -121,3 +121,20 @@ def test_cache_replaces_a_stale_entry_and_closes_its_session(harness, volume_nod
     assert fresh is not entry and not fresh.is_open
     cache.close_all()
     assert len(cache) == 0
+
+
+def test_background_closes_never_hold_the_calling_thread():
+    from ClaraAWSLib.scene_sessions import BackgroundCloser
+
+    class SlowCloser(CountingClient):
+        def close_session(self, session):
+            time.sleep(0.5)  # a server that answers slowly, or a load balancer dropping packets
+            return super().close_session(session)
+
+    client, closer = SlowCloser(), BackgroundCloser()
+    started = time.perf_counter()
+    for number in range(3):
+        closer(client, type("Session", (), {"session_id": f"s{number}"})())
+    assert time.perf_counter() - started < 0.2
+    assert client.closed == []
+    assert closer.wait(timeout=5.0) and sorted(client.closed) == ["s0", "s1", "s2"]

@@ -30,11 +30,14 @@ from .geometry import Volume
 from .scene_import import LabelSegment, import_label_volume, segments_for_labels
 from .scene_labelmaps import replace_segment_region
 from .scene_requests import ANNOTATE, AUTO_SEGMENT, DEEPGROW, RequestSequencer, SegmentationRequest
-from .scene_sessions import SessionCache
+from .scene_sessions import BackgroundCloser, SessionCache
 from .scene_setup import default_scene, ensure_scene_services
 from .scene_undo import UndoEntry, UndoHistory
 
 log = logging.getLogger(__name__)
+
+#: How long cleanup() (module exit) waits for server sessions to be deleted; they expire on the server anyway.
+SESSION_CLOSE_WAIT_SECONDS = 2.0
 
 MIN_EXTREME_POINTS = 6
 
@@ -64,7 +67,8 @@ class ClaraAWSLogic:
         self.lastRequest: Optional[SegmentationRequest] = None
         self.lastSegmentationNode = None
         self._clientFactory = clientFactory
-        self._sessions = SessionCache(lambda: self.client)
+        self._sessionCloser = BackgroundCloser()
+        self._sessions = SessionCache(lambda: self.client, closer=self._sessionCloser)
         self._undo = UndoHistory(maxUndo)
         self._sequencer = RequestSequencer()
         self._observations: List[int] = []
@@ -400,6 +404,7 @@ class ClaraAWSLogic:
             self.scene.RemoveObserver(tag)
         self._observations = []
         self._sessions.close_all()
+        self._sessionCloser.wait(timeout=SESSION_CLOSE_WAIT_SECONDS)
         self._undo.clear()
         if self.client is not None:
             self.client.close()

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Dict, Hashable, Optional
+import time
+from typing import Callable, Dict, Hashable, Optional, Set
 
 from .errors import CancelledError, ClaraError
 from .geometry import ImageGrid, Volume
@@ -77,13 +78,13 @@ class VolumeSession:
             _close_quietly(client, session)
             raise CancelledError("The volume changed or was closed during the upload; nothing was changed.")
 
-    def close(self, client) -> None:
+    def close(self, client, closer: Optional[Callable[[object, object], None]] = None) -> None:
         """Forget the session and delete it on the server (best effort; a dead server is ignored)."""
         with self._state_lock:
             self._closed = True
             session, self._session, self._volume = self._session, None, None
         if session is not None and client is not None:
-            _close_quietly(client, session)
+            (closer or _close_quietly)(client, session)
 
 
 def _close_quietly(client, session) -> None:
@@ -93,11 +94,45 @@ def _close_quietly(client, session) -> None:
         log.debug("Closing session %s failed: %s", getattr(session, "session_id", "?"), error)
 
 
+class BackgroundCloser:
+    """Deletes server sessions on daemon threads: closing a volume or the scene never waits on the network
+    (a load balancer that silently drops packets would otherwise hold the GUI for the connect timeout)."""
+
+    def __init__(self) -> None:
+        self._threads: Set[threading.Thread] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, client, session) -> None:
+        thread = threading.Thread(target=self._run, args=(client, session), name="ClaraAWS session close", daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def _run(self, client, session) -> None:
+        try:
+            _close_quietly(client, session)
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for pending closes; True if none is left."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            pending = list(self._threads)
+        for thread in pending:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            return not self._threads
+
+
 class SessionCache:
     """Volume node ID -> VolumeSession, valid while the volume's fingerprint is unchanged."""
 
-    def __init__(self, client_provider: Callable[[], object]) -> None:
+    def __init__(self, client_provider: Callable[[], object],
+                 closer: Optional[Callable[[object, object], None]] = None) -> None:
         self._client = client_provider
+        self._closer = closer  # how server sessions are deleted; None: right away on the calling thread
         self._entries: Dict[str, VolumeSession] = {}
 
     def valid(self, volume_node) -> Optional[VolumeSession]:
@@ -126,7 +161,7 @@ class SessionCache:
     def close(self, node_id: str) -> None:
         entry = self._entries.pop(node_id, None)
         if entry is not None:
-            entry.close(self._client())
+            entry.close(self._client(), self._closer)
 
     def close_all(self) -> None:
         for node_id in list(self._entries):
