@@ -490,7 +490,7 @@ class ClaraAWSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.autoState.start()
         self._showProgress(describe(StageProgress(Stage.ENCODING)))
         self._startJob("auto", lambda progress, cancel: job.run(progress, cancel),
-                       on_progress=lambda payload: self._showProgress(describe_any(payload, detail="inference")),
+                       on_progress=lambda payload: self._showProgress(describe_any(payload, detail=job.endpoint)),
                        on_result=lambda result: self._importAutoSegment(job),
                        on_error=self._onAutoSegmentFailed, on_cancelled=self.autoState.cancelled)
 
