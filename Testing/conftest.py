@@ -110,3 +110,34 @@ def misbehaving_server():
 @pytest.fixture(scope="session")
 def repository_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+# --- Slicer scenes (slicer-core); each fixture skips its test when the wheel is not installed -------
+
+
+@pytest.fixture
+def harness():
+    """A fresh headless MRML scene with the logics Slicer would set up (see slicer_scene.py)."""
+    pytest.importorskip("slicer")
+    import slicer_scene
+
+    return slicer_scene.new_scene()
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A reference server of the test module's own, for tests that count its sessions and uploads."""
+    from ClaraAWSLib.server import ReferenceServer
+
+    server = ReferenceServer(host="127.0.0.1", port=0).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stub():
+    """An AIAA server that answers cropped, coarser, geometry-less or broken results on purpose."""
+    from scene_aiaa_stub import OddAIAAServer
+
+    with OddAIAAServer() as odd_server:
+        yield odd_server

@@ -26,22 +26,8 @@ WAIT_SECONDS = 60.0
 
 
 @pytest.fixture(scope="module")
-def server():
-    from ClaraAWSLib.server import ReferenceServer
-
-    server = ReferenceServer(host="127.0.0.1", port=0).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def phantom():
     return make_phantom(size=(64, 64, 32), spacing=(4.0, 4.0, 8.0), seed=5)
-
-
-@pytest.fixture
-def harness():
-    return ss.new_scene()
 
 
 @pytest.fixture

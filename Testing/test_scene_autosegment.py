@@ -24,7 +24,7 @@ from ClaraAWSLib.errors import (  # noqa: E402
 from ClaraAWSLib.geometry import ImageGrid, Volume, resample_labels_to_grid  # noqa: E402
 from ClaraAWSLib.imageio import decode_image, encode_volume  # noqa: E402
 from ClaraAWSLib.phantom import make_phantom  # noqa: E402
-from scene_aiaa_stub import CROP_BOX, OddAIAAServer, coarser, threshold_labels  # noqa: E402
+from scene_aiaa_stub import CROP_BOX, coarser, threshold_labels  # noqa: E402
 
 VOLUME_NAME = "Patient-Doe-CT-secret"
 
@@ -34,17 +34,6 @@ def phantom():
     direction = ss.rotation((0.2, 0.4, 1.0), 19.0)
     return make_phantom(size=(72, 80, 30), spacing=(2.9, 2.6, 6.5), origin=(-95.0, -130.5, 48.25), direction=direction,
                         seed=2)
-
-
-@pytest.fixture
-def stub():
-    with OddAIAAServer() as server:
-        yield server
-
-
-@pytest.fixture
-def harness():
-    return ss.new_scene()
 
 
 @pytest.fixture

@@ -17,11 +17,6 @@ from ClaraAWSLib.geometry import ImageGrid, Volume  # noqa: E402
 from ClaraAWSLib.scene_export import export_volume, ijk_to_ras_matrix, volume_grid  # noqa: E402
 
 
-@pytest.fixture
-def harness():
-    return ss.new_scene()
-
-
 def _random_volume(grid: ImageGrid, dtype=np.int16, seed=1) -> Volume:
     rng = np.random.default_rng(seed)
     return Volume(rng.integers(-1000, 2000, size=grid.size[::-1]).astype(dtype), grid)

@@ -20,11 +20,6 @@ from ClaraAWSLib.scene_undo import read_tag  # noqa: E402
 
 
 @pytest.fixture
-def harness():
-    return ss.new_scene()
-
-
-@pytest.fixture
 def grid():
     return ss.oblique_grid()
 

@@ -17,20 +17,9 @@ import slicer_scene as ss  # noqa: E402
 from ClaraAWSLib import ClaraAWSLogic  # noqa: E402
 from ClaraAWSLib.errors import CancelledError, GeometryError, InputError, RemoteError  # noqa: E402
 from ClaraAWSLib.geometry import ImageGrid, Volume  # noqa: E402
-from scene_aiaa_stub import CROP_BOX, OddAIAAServer, threshold_labels  # noqa: E402
+from scene_aiaa_stub import CROP_BOX, threshold_labels  # noqa: E402
 
 MODEL = "odd_grow"
-
-
-@pytest.fixture
-def stub():
-    with OddAIAAServer() as server:
-        yield server
-
-
-@pytest.fixture
-def harness():
-    return ss.new_scene()
 
 
 @pytest.fixture

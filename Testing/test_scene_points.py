@@ -8,7 +8,6 @@ import pytest
 pytest.importorskip("slicer")
 pytestmark = pytest.mark.slicer
 
-import slicer  # noqa: E402
 import vtk  # noqa: E402
 
 import slicer_scene as ss  # noqa: E402
@@ -16,11 +15,6 @@ from ClaraAWSLib.errors import InputError  # noqa: E402
 from ClaraAWSLib.geometry import Volume  # noqa: E402
 from ClaraAWSLib.scene_export import volume_grid  # noqa: E402
 from ClaraAWSLib.scene_points import points_to_indices  # noqa: E402
-
-
-@pytest.fixture
-def harness():
-    return ss.new_scene()
 
 
 @pytest.fixture

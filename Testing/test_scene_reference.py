@@ -29,15 +29,6 @@ DEEPGROW_2D_MODEL = "region_grow_deepgrow_2d"
 
 
 @pytest.fixture(scope="module")
-def server():
-    from ClaraAWSLib.server import ReferenceServer
-
-    server = ReferenceServer(host="127.0.0.1", port=0).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def phantom():
     return make_phantom(size=(96, 96, 40), spacing=(3.1, 3.3, 6.5), origin=(-140.0, -170.5, -110.25),
                         direction=oblique_direction((8.0, -5.0, 17.0)), seed=4)
@@ -47,11 +38,6 @@ def phantom():
 def direct(server):
     with AIAAClient(server.url) as client:
         yield client
-
-
-@pytest.fixture
-def harness():
-    return ss.new_scene()
 
 
 @pytest.fixture

@@ -41,11 +41,6 @@ class CountingClient:
 
 
 @pytest.fixture
-def harness():
-    return ss.new_scene()
-
-
-@pytest.fixture
 def volume_node(harness):
     grid = ss.oblique_grid()
     return ss.add_volume(harness, Volume(np.arange(np.prod(grid.size), dtype=np.int32).reshape(grid.size[::-1]) % 500,

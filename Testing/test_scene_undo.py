@@ -16,11 +16,6 @@ from ClaraAWSLib.scene_undo import SegmentSnapshot, UndoEntry, UndoHistory, read
 
 
 @pytest.fixture
-def harness():
-    return ss.new_scene()
-
-
-@pytest.fixture
 def volume_node(harness):
     grid = ss.oblique_grid()
     return ss.add_volume(harness, Volume(np.zeros(grid.size[::-1], np.int16), grid))

@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from .client import ANNOTATION_TYPES, DEEPGROW_TYPES
-from .client import AUTO_SEGMENTATION_TYPES as AUTO_SEGMENT_TYPES
+# The panel offers models by the same task rules the client enforces (re-exported for the widget).
+from .client import ANNOTATION_TYPES, DEEPGROW_TYPES  # noqa: F401
+from .client import AUTO_SEGMENTATION_TYPES as AUTO_SEGMENT_TYPES  # noqa: F401
 
 MAX_LABELS_SHOWN = 6
 
