@@ -98,3 +98,24 @@ def test_a_4d_or_empty_volume_is_refused(tmp_path):
         read_image_file(path)
     with pytest.raises(InputError, match="does not exist"):
         read_image_file(tmp_path / "missing.nii.gz")
+
+
+@pytest.mark.parametrize(
+    "values, dtype, expected",
+    [([0, 1, 2], np.float32, np.uint8), ([0, 1, 300], np.int64, np.uint16), ([0.0, 0.9999999, 2.0000001], np.float64, np.uint8)],
+)
+def test_results_become_unsigned_labels(values, dtype, expected):
+    from ClaraAWSLib.imageio import as_label_volume
+
+    grid = ImageGrid((3, 1, 1), (1, 1, 1), (0, 0, 0))
+    labels = as_label_volume(Volume(np.array(values, dtype).reshape(1, 1, 3), grid))
+    assert labels.array.dtype == expected and labels.array.ravel().tolist() == [int(round(v)) for v in values]
+
+
+@pytest.mark.parametrize("values", [[0.0, 0.5, 1.0], [0, -1, 2], [0.0, float("nan"), 1.0]])
+def test_probability_maps_and_negative_values_are_not_labels(values):
+    from ClaraAWSLib.imageio import as_label_volume
+
+    grid = ImageGrid((3, 1, 1), (1, 1, 1), (0, 0, 0))
+    with pytest.raises(MalformedResponseError, match="not labels|not a label image"):
+        as_label_volume(Volume(np.array(values, np.float32).reshape(1, 1, 3), grid))

@@ -36,7 +36,7 @@ from .errors import (
     TLSError,
 )
 from .geometry import Volume
-from .imageio import EncodedImage, decode_image, encode_volume, read_image_file
+from .imageio import EncodedImage, as_label_volume, decode_image, encode_volume, read_image_file
 from .multipart import CancelToken, FilePart, MultipartBody, ProgressCallback, parse_multipart
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -76,7 +76,7 @@ class AIAAResult:
             raise MalformedResponseError(
                 "The server answered without a result image; the model may not produce label images."
             )
-        return decode_image(self.image_bytes, self.filename or "")
+        return as_label_volume(decode_image(self.image_bytes, self.filename or ""))
 
 
 MODEL_TYPES_FOR_TASK = {"auto": AUTO_SEGMENTATION_TYPES, "annotation": ANNOTATION_TYPES, "deepgrow": DEEPGROW_TYPES}

@@ -298,6 +298,33 @@ def _guess_suffix(data: bytes) -> str:
     return ".nii.gz" if data[:2] == b"\x1f\x8b" else ".nii"
 
 
+def as_label_volume(volume: Volume) -> Volume:
+    """A server's result as labels: whole, non-negative values in the smallest unsigned type.
+
+    Servers write labels as uint8, int64 or float32 depending on their writer; anything with
+    fractional values is a probability map, not labels, and is refused rather than truncated.
+    """
+    array = volume.array
+    if array.dtype == np.bool_:
+        return Volume(array.astype(np.uint8), volume.grid)
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)):
+            raise MalformedResponseError("The server's result holds NaN or infinite values; it is not a label image.")
+        rounded = np.rint(array)
+        if np.any(np.abs(array - rounded) > 1e-3):
+            raise MalformedResponseError(
+                "The server's result holds fractional values (a probability map?), not labels; check the model's output writer."
+            )
+        array = rounded
+    if array.size and array.min() < 0:
+        raise MalformedResponseError("The server's result holds negative values; it is not a label image.")
+    largest = int(array.max()) if array.size else 0
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if largest <= np.iinfo(dtype).max:
+            return Volume(array.astype(dtype, copy=False), volume.grid)
+    raise MalformedResponseError("The server's result holds values too large to be labels; it is not a label image.")
+
+
 # --- files ----------------------------------------------------------------------------------
 
 
