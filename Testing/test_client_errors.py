@@ -125,3 +125,10 @@ def test_points_are_checked_before_any_request(misbehaving_server):
     with pytest.raises(errors.InputError, match="foreground"):
         client.deepgrow("m", [], image=TINY)
     assert misbehaving_server.paths == []
+
+
+def test_https_to_a_plain_http_server_says_so(misbehaving_server):
+    url = misbehaving_server.url.replace("http://", "https://")
+    with pytest.raises(errors.TLSError) as raised:
+        AIAAClient(url).models()
+    assert "does not answer HTTPS" in _one_sentence(raised.value) and misbehaving_server.url in str(raised.value)

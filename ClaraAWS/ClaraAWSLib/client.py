@@ -353,6 +353,12 @@ class AIAAClient:
                 method, url, params=params, data=body, headers=headers, timeout=self.timeout, verify=self.verify
             )
         except requests.exceptions.SSLError as error:
+            if "wrong version number" in str(error).lower() or "WRONG_VERSION_NUMBER" in str(error):
+                raise TLSError(
+                    f"{_host(url)} does not answer HTTPS; if it is a plain-HTTP server, use "
+                    f"{_host(url).replace('https://', 'http://', 1)} (plain HTTP only for anonymised data).",
+                    details=str(error),
+                ) from error
             raise TLSError(
                 f"The TLS certificate of {_host(url)} could not be verified; use the host name the certificate names "
                 "(your DNS alias for the load balancer), give a CA bundle, or turn verification off only for a server you trust.",
