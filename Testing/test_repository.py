@@ -26,7 +26,11 @@ def _imports(path: Path):
 
 
 def _python_files():
-    return sorted(p for p in ROOT.rglob("*.py") if ".venv" not in p.parts and "build" not in p.parts)
+    """The project's own Python files: not virtualenvs or other hidden folders, not build output."""
+    return sorted(
+        path for path in ROOT.rglob("*.py")
+        if not any(part.startswith(".") or part in ("build", "dist") for part in path.relative_to(ROOT).parts[:-1])
+    )
 
 
 def test_readme_has_the_two_set_up_commands_and_ci_runs_the_test_one():
