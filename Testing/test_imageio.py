@@ -119,3 +119,31 @@ def test_probability_maps_and_negative_values_are_not_labels(values):
     grid = ImageGrid((3, 1, 1), (1, 1, 1), (0, 0, 0))
     with pytest.raises(MalformedResponseError, match="not labels|not a label image"):
         as_label_volume(Volume(np.array(values, np.float32).reshape(1, 1, 3), grid))
+
+
+@pytest.mark.parametrize("stop", [0, 1, 9, 24])
+def test_an_edit_may_inflate_only_the_slices_it_needs(tmp_path, oblique_volume, stop, monkeypatch):
+    import ClaraAWSLib.imageio as imageio
+    from ClaraAWSLib.imageio import SliceLimit
+
+    monkeypatch.setattr(imageio, "COMPRESSION_BLOCK_BYTES", 4096)  # several gzip blocks, as on big volumes
+    labels = Volume((oblique_volume.array > 100).astype(np.uint8) + 1, oblique_volume.grid)
+    for data in (encode_volume(labels).data, _written_by_simpleitk(tmp_path, labels)):
+        partial = decode_image(data, "r.nii.gz", needed=SliceLimit(oblique_volume.grid, stop))
+        assert partial.grid.matches(oblique_volume.grid)
+        assert np.array_equal(partial.array[:stop], labels.array[:stop])
+
+
+def test_a_result_on_another_grid_is_decoded_whole_even_when_slices_are_limited(oblique_volume):
+    from ClaraAWSLib.imageio import SliceLimit
+
+    other = ImageGrid(oblique_volume.grid.size, (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    labels = Volume(np.ones(oblique_volume.array.shape, np.uint8), other)
+    decoded = decode_image(encode_volume(labels).data, needed=SliceLimit(oblique_volume.grid, 3))
+    assert decoded.array.all()
+
+
+def _written_by_simpleitk(tmp_path, volume):
+    path = tmp_path / "by_sitk.nii.gz"
+    write_image_file(volume, path)
+    return path.read_bytes()

@@ -36,7 +36,7 @@ from .errors import (
     TLSError,
 )
 from .geometry import Volume
-from .imageio import EncodedImage, as_label_volume, decode_image, encode_volume, read_image_file
+from .imageio import EncodedImage, SliceLimit, as_label_volume, decode_image, encode_volume, read_image_file
 from .multipart import CancelToken, FilePart, MultipartBody, ProgressCallback, parse_multipart
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -71,12 +71,13 @@ class AIAAResult:
     bytes_sent: int = 0
     timings: Dict[str, float] = field(default_factory=dict)
 
-    def labels(self) -> Volume:
+    def labels(self, needed: Optional[SliceLimit] = None) -> Volume:
+        """The result label image; ``needed`` lets an edit skip inflating slices it will not use."""
         if self.image_bytes is None:
             raise MalformedResponseError(
                 "The server answered without a result image; the model may not produce label images."
             )
-        return as_label_volume(decode_image(self.image_bytes, self.filename or ""))
+        return as_label_volume(decode_image(self.image_bytes, self.filename or "", needed=needed))
 
 
 MODEL_TYPES_FOR_TASK = {"auto": AUTO_SEGMENTATION_TYPES, "annotation": ANNOTATION_TYPES, "deepgrow": DEEPGROW_TYPES}

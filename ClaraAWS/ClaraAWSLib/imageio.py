@@ -183,26 +183,96 @@ def _rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
 # --- decoding -------------------------------------------------------------------------------
 
 
-def decode_image(data: bytes, filename: str = "") -> Volume:
-    """The image in ``data``; NIfTI-1 is read directly, anything else through SimpleITK."""
+@dataclass(frozen=True)
+class SliceLimit:
+    """Only slices ``k < stop`` of a result on ``grid`` are needed (an interactive edit's box ends there).
+
+    Inflating a gzip stream cannot skip ahead, but it can stop early: a click's result on a large CT is
+    mostly zeros after its box, and not inflating them is most of what a click costs the client.
+    """
+
+    grid: ImageGrid
+    stop: int
+
+
+def decode_image(data: bytes, filename: str = "", *, needed: Optional[SliceLimit] = None) -> Volume:
+    """The image in ``data``; NIfTI-1 is read directly, anything else through SimpleITK.
+
+    With ``needed``, a NIfTI result on exactly that grid may be inflated only up to slice
+    ``needed.stop``; the slices after it may then read as 0, so only slices before it are to be used.
+    """
     if not data:
         raise MalformedResponseError("The server sent an empty result image; the model produced no output.")
-    raw = data
-    if data[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as error:
-            raise MalformedResponseError(
-                "The result image is a damaged gzip file; the download was cut short or the server is faulty.",
-                details=str(error),
-            ) from error
-    volume = _decode_nifti1(raw)
-    if volume is not None:
-        return volume
-    return _decode_with_sitk(data, filename)
+    if data[:2] != b"\x1f\x8b":
+        layout = _nifti1_layout(data)
+        return _nifti1_volume(data, layout, layout.grid.size[2]) if layout else _decode_with_sitk(data, filename)
+    layout = _nifti1_layout(_gunzip(data, NIFTI_HEADER_SIZE))
+    if layout is None:
+        raw = _gunzip(data)
+        layout = _nifti1_layout(raw)
+        return _nifti1_volume(raw, layout, layout.grid.size[2]) if layout else _decode_with_sitk(data, filename)
+    slices = layout.grid.size[2]
+    if needed is not None and layout.grid.matches(needed.grid):
+        slices = max(0, min(int(needed.stop), slices))
+    size_bytes = layout.offset + slices * layout.slice_bytes
+    if slices < PARTIAL_INFLATE_WORTH * layout.grid.size[2]:
+        return _nifti1_volume(_gunzip(data, size_bytes), layout, slices)
+    # Inflating a little more into a preallocated buffer is faster than stopping early.
+    raw = _gunzip_whole(data, layout.offset + layout.grid.size[2] * layout.slice_bytes)
+    return _nifti1_volume(raw, layout, layout.grid.size[2])
 
 
-def _decode_nifti1(raw: bytes) -> Optional[Volume]:
+#: Stop inflating early only when fewer than this share of the slices is needed (see decode_image).
+PARTIAL_INFLATE_WORTH = 0.7
+
+
+def _gunzip_whole(data: bytes, expected_size: int) -> bytes:
+    """Inflate a gzip stream whose size is known: one preallocated buffer instead of a growing one."""
+    try:
+        raw = zlib.decompress(data, 16 + zlib.MAX_WBITS, expected_size)
+    except zlib.error as error:
+        raise MalformedResponseError(
+            "The result image is a damaged gzip file; the download was cut short or the server is faulty.",
+            details=str(error),
+        ) from error
+    # zlib stops after the first gzip member; a stream of several members takes the general path.
+    return raw if len(raw) >= expected_size else _gunzip(data)
+
+
+def _gunzip(data: bytes, limit: Optional[int] = None) -> bytes:
+    """Inflate a (possibly multi-member) gzip stream, stopping after ``limit`` bytes when given."""
+    try:
+        if limit is None:
+            return gzip.decompress(data)
+        pieces, total, rest = [], 0, data
+        while rest and total < limit:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            piece = inflater.decompress(rest, limit - total)
+            pieces.append(piece)
+            total += len(piece)
+            if not inflater.eof:
+                break
+            rest = inflater.unused_data
+        return b"".join(pieces)
+    except (OSError, EOFError, zlib.error) as error:
+        raise MalformedResponseError(
+            "The result image is a damaged gzip file; the download was cut short or the server is faulty.",
+            details=str(error),
+        ) from error
+
+
+@dataclass(frozen=True)
+class _NiftiLayout:
+    grid: ImageGrid
+    dtype: np.dtype
+    offset: int
+
+    @property
+    def slice_bytes(self) -> int:
+        return self.grid.size[0] * self.grid.size[1] * self.dtype.itemsize
+
+
+def _nifti1_layout(raw: bytes) -> Optional[_NiftiLayout]:
     """Plain NIfTI-1 with agreeing qform/sform and no scaling; ``None`` means "let SimpleITK decide"."""
     if len(raw) < NIFTI_HEADER_SIZE or raw[344:347] != b"n+1":
         return None
@@ -222,16 +292,26 @@ def _decode_nifti1(raw: bytes) -> Optional[Volume]:
         return None
     size = tuple(int(d) for d in dim[1:4])
     offset = int(struct.unpack_from(endian + "f", raw, 108)[0])
-    count = int(np.prod(size))
-    dtype = dtype.newbyteorder(endian)
-    if len(raw) < offset + count * dtype.itemsize:
+    return _NiftiLayout(ImageGrid.from_ijk_to_ras(affine, size), dtype.newbyteorder(endian), offset)
+
+
+def _nifti1_volume(raw: bytes, layout: _NiftiLayout, slices: int) -> Volume:
+    """The voxels of the first ``slices`` slices (all of them: the whole image); later slices are 0."""
+    size = layout.grid.size
+    count = size[0] * size[1] * slices
+    if len(raw) < layout.offset + count * layout.dtype.itemsize:
         raise MalformedResponseError(
             "The result image is shorter than its header says; the download was cut short or the server is faulty."
         )
-    array = np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(size[::-1])
-    if dtype.byteorder == ">":
-        array = array.astype(dtype.newbyteorder("<"))
-    return Volume(array, ImageGrid.from_ijk_to_ras(affine, size))
+    voxels = np.frombuffer(raw, dtype=layout.dtype, count=count, offset=layout.offset)
+    if slices == size[2]:
+        array = voxels.reshape(size[::-1])
+    else:
+        array = np.zeros(size[::-1], dtype=layout.dtype)
+        array.reshape(-1)[:count] = voxels
+    if layout.dtype.byteorder == ">":
+        array = array.astype(layout.dtype.newbyteorder("<"))
+    return Volume(array, layout.grid)
 
 
 def _nifti_affine(raw: bytes, endian: str) -> Optional[np.ndarray]:
@@ -307,6 +387,8 @@ def as_label_volume(volume: Volume) -> Volume:
     array = volume.array
     if array.dtype == np.bool_:
         return Volume(array.astype(np.uint8), volume.grid)
+    if array.dtype in (np.uint8, np.uint16):  # already labels; scanning a large volume would cost a click ~20 ms
+        return volume
     if array.dtype.kind == "f":
         if not np.all(np.isfinite(array)):
             raise MalformedResponseError("The server's result holds NaN or infinite values; it is not a label image.")

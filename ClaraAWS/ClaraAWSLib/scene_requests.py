@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import CancelledError, GeometryError
 from .geometry import ImageGrid, Volume, resample_labels_to_grid
+from .imageio import SliceLimit
 from .progress_text import Stage, StageProgress
 
 AUTO_SEGMENT = "autoSegment"
@@ -111,7 +112,9 @@ class SegmentationRequest:
             self.timings[stage] = self.timings.get(stage, 0.0) + float(seconds)
         self.result_params = dict(result.params or {})
         decode_started = time.perf_counter()
-        labels = result.labels()
+        # An edit changes only its box: slices after it need not even be inflated.
+        needed = None if self.kind == AUTO_SEGMENT else SliceLimit(self.grid, self.edit_region()[0].stop)
+        labels = result.labels(needed)
         self.timings["decode"] = time.perf_counter() - decode_started
         resample_started = time.perf_counter()
         self.labels = result_on_grid(labels, self.grid)

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from ClaraAWSLib.client import AIAAClient
-from ClaraAWSLib.imageio import decode_image, encode_volume
+from ClaraAWSLib.imageio import SliceLimit, encode_volume
 from ClaraAWSLib.phantom import make_phantom
 from ClaraAWSLib.server import ReferenceServer, builtin_models
 
@@ -31,12 +31,14 @@ def click_points(phantom, count):
     return [[int(i), int(j), int(k)] for k, j, i in picks]
 
 
-def one_click(client, server, model, clicks, **source):
+def one_click(client, server, model, clicks, grid=None, **source):
     """(wall seconds, server handling seconds, bytes sent) of one click, result decoded as the client must."""
     before = len(server.stats.processing_seconds)
     started = time.perf_counter()
     result = client.deepgrow(model.name, clicks, [], current_point=clicks[-1], **source)
-    decode_image(result.image_bytes, result.filename or "")
+    crop = result.params.get("crop")
+    stop = crop[2][1] + 1 if crop else None  # inclusive box end, as the scene logic reads it
+    result.labels(SliceLimit(grid, stop) if stop is not None and grid is not None else None)
     wall = time.perf_counter() - started
     handled = sum(seconds for _, seconds in server.stats.processing_seconds[before:])
     return wall, handled, result.bytes_sent
@@ -61,7 +63,7 @@ def main() -> None:
         first_upload = time.perf_counter() - started
         session_rows = []
         for n in range(1, args.clicks + 1):
-            session_rows.append(one_click(client, server, deepgrow, points[:n], session=session))
+            session_rows.append(one_click(client, server, deepgrow, points[:n], phantom.ct.grid, session=session))
         client.close_session(session)
 
         # Re-send path: encode and upload the whole volume with every click.
