@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import ssl
@@ -35,13 +36,22 @@ def oblique_volume(oblique_grid) -> Volume:
     return Volume(array, oblique_grid)
 
 
-@pytest.fixture(scope="session")
-def reference_server():
+@contextlib.contextmanager
+def running_reference_server(**options):
+    """Our reference AIAA server on 127.0.0.1 and a free port, stopped afterwards."""
     from ClaraAWSLib.server import ReferenceServer
 
-    server = ReferenceServer(host="127.0.0.1", port=0).start()
-    yield server
-    server.stop()
+    server = ReferenceServer(host="127.0.0.1", port=0, **options).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def reference_server():
+    with running_reference_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -89,14 +99,11 @@ def self_signed_certificate(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tls_reference_server(self_signed_certificate):
-    from ClaraAWSLib.server import ReferenceServer
-
     cert_path, key_path = self_signed_certificate
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(cert_path), str(key_path))
-    server = ReferenceServer(host="127.0.0.1", port=0, ssl_context=context).start()
-    yield server
-    server.stop()
+    with running_reference_server(ssl_context=context) as server:
+        yield server
 
 
 @pytest.fixture
@@ -127,11 +134,8 @@ def harness():
 @pytest.fixture(scope="module")
 def server():
     """A reference server of the test module's own, for tests that count its sessions and uploads."""
-    from ClaraAWSLib.server import ReferenceServer
-
-    server = ReferenceServer(host="127.0.0.1", port=0).start()
-    yield server
-    server.stop()
+    with running_reference_server() as server:
+        yield server
 
 
 @pytest.fixture
