@@ -158,3 +158,12 @@ def test_encoded_images_are_reused_without_encoding_again(reference_server, phan
     encoded = encode_volume(phantom_small.ct)
     result = AIAAClient(reference_server.url).inference("phantom_abdomen_seg", encoded)
     assert result.timings["encode"] < 0.01 and result.bytes_sent > encoded.size_bytes
+
+
+def test_download_progress_follows_the_result(reference_server, phantom_small):
+    seen = []
+    result = AIAAClient(reference_server.url).inference(
+        "phantom_abdomen_seg", phantom_small.ct, download_progress=lambda received, total: seen.append((received, total))
+    )
+    assert seen and seen[-1][0] == seen[-1][1] > len(result.image_bytes)  # the whole multipart body arrived
+    assert all(a[0] < b[0] for a, b in zip(seen, seen[1:]))

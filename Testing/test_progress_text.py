@@ -29,6 +29,7 @@ def test_out_of_range_counts_are_clamped():
         (StageProgress(Stage.WAITING), "Waiting for the server (inference)…"),
         (StageProgress(Stage.DOWNLOADING), "Downloading"),
         (StageProgress(Stage.DOWNLOADING, 2_500_000), "Downloading (2.5 MB)"),
+        (StageProgress(Stage.DOWNLOADING, 40_000, 40_000), "Downloading"),
         (StageProgress(Stage.IMPORTING), "Importing"),
         (StageProgress(Stage.ENCODING), "Compressing the volume…"),
         (StageProgress(Stage.UPLOADING), "Uploading…"),
@@ -37,6 +38,11 @@ def test_out_of_range_counts_are_clamped():
 def test_busy_stages(progress, text):
     view = describe(progress)
     assert view.text == text and view.maximum == 0
+
+
+def test_a_download_of_known_size_shows_a_percentage():
+    view = describe(StageProgress(Stage.DOWNLOADING, 1_000_000, 4_000_000))
+    assert (view.text, view.value, view.maximum) == ("Downloading 1.0 of 4.0 MB", 25, 100)
 
 
 def test_describe_any_accepts_the_client_upload_callback_shape_and_mappings():

@@ -47,6 +47,7 @@ AUTO_SEGMENTATION_TYPES = ("segmentation", "others", "pipeline")
 ANNOTATION_TYPES = ("annotation",)
 DEEPGROW_TYPES = ("deepgrow", "pipeline")
 SESSION_EXPIRED_STATUS = 440
+DOWNLOAD_CHUNK_BYTES = 1 << 20
 
 ImageInput = Union[EncodedImage, Volume, str, Path]
 Point = Sequence[int]
@@ -238,8 +239,13 @@ class AIAAClient:
         params: Optional[Mapping[str, Any]] = None,
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[CancelToken] = None,
+        download_progress: Optional[ProgressCallback] = None,
     ) -> AIAAResult:
-        """POST /v1/<endpoint>; with ``session`` only params travel, and a 440 re-creates the session once."""
+        """POST /v1/<endpoint>; with ``session`` only params travel, and a 440 re-creates the session once.
+
+        ``progress(sent, total)`` follows the upload, ``download_progress(received, total)`` the result's
+        download (total 0 when the server does not say); both are called on the calling thread.
+        """
         if (image is None) == (session is None):
             raise InputError("Give either an image or an open session for a work call, not both or neither.")
         payload = dict(params or {})
@@ -250,12 +256,12 @@ class AIAAClient:
             encoded = as_encoded_image(image)
             encode_seconds = time.perf_counter() - started
         try:
-            result = self._work_call(endpoint, model, payload, encoded, session, progress, cancel)
+            result = self._work_call(endpoint, model, payload, encoded, session, progress, cancel, download_progress)
         except SessionExpiredError:
             if session is None:
                 raise
             self._recreate_session(session, progress, cancel)
-            result = self._work_call(endpoint, model, payload, None, session, progress, cancel)
+            result = self._work_call(endpoint, model, payload, None, session, progress, cancel, download_progress)
         result.timings["encode"] = encode_seconds
         return result
 
@@ -310,6 +316,7 @@ class AIAAClient:
         session: Optional[ImageSession],
         progress: Optional[ProgressCallback],
         cancel: Optional[CancelToken],
+        download_progress: Optional[ProgressCallback] = None,
     ) -> AIAAResult:
         query = {"model": model}
         if session is not None:
@@ -317,9 +324,11 @@ class AIAAClient:
         file = _file_part("datapoint", encoded) if encoded is not None else None
         body = MultipartBody({"params": json.dumps(params)}, file, progress=progress, cancel=cancel)
         started = time.perf_counter()
-        response = self._request("POST", f"/v1/{endpoint}", params=query, body=body, cancel=cancel, what=f"model '{model}'")
+        response = self._request(
+            "POST", f"/v1/{endpoint}", params=query, body=body, cancel=cancel, what=f"model '{model}'", stream=True
+        )
         headers_at = time.perf_counter()
-        content = response.content
+        content = self._read_body(response, download_progress, cancel)
         finished = time.perf_counter()
         upload_end = body.finished_at or started
         result = _parse_work_response(response.headers.get("Content-Type", ""), content, endpoint)
@@ -342,6 +351,7 @@ class AIAAClient:
         body: Optional[MultipartBody] = None,
         cancel: Optional[CancelToken] = None,
         what: str = "",
+        stream: bool = False,
     ) -> requests.Response:
         if cancel is not None and cancel.is_set():
             raise CancelledError("The request was cancelled before it was sent; nothing was changed.")
@@ -351,7 +361,8 @@ class AIAAClient:
             headers["Content-Type"] = body.content_type
         try:
             response = self.http.request(
-                method, url, params=params, data=body, headers=headers, timeout=self.timeout, verify=self.verify
+                method, url, params=params, data=body, headers=headers, timeout=self.timeout, verify=self.verify,
+                stream=stream,
             )
         except requests.exceptions.SSLError as error:
             if "wrong version number" in str(error).lower() or "WRONG_VERSION_NUMBER" in str(error):
@@ -387,6 +398,36 @@ class AIAAClient:
         if response.status_code >= 400:
             raise _status_error(response, url, what, len(body) if body is not None else 0)
         return response
+
+    def _read_body(
+        self, response: requests.Response, progress: Optional[ProgressCallback], cancel: Optional[CancelToken]
+    ) -> bytes:
+        """The response body, read in chunks so a progress bar can follow and a cancel can stop it."""
+        total = int(response.headers.get("Content-Length") or 0)
+        chunks, received = [], 0
+        try:
+            for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
+                chunks.append(chunk)
+                received += len(chunk)
+                if progress is not None:
+                    progress(received, total)
+                if cancel is not None and cancel.is_set():
+                    response.close()
+                    raise CancelledError("The download was cancelled; nothing was changed.")
+        except requests.exceptions.ConnectionError as error:
+            host = _host(response.url)
+            if "timed out" in str(error).lower():
+                raise ServerTimeoutError(
+                    f"The result from {host} stopped arriving for {self.timeout[1]:g} s; try again.", details=str(error)
+                ) from error
+            raise ServerUnreachableError(
+                f"The connection to {host} broke while the result was downloading; try again.", details=str(error)
+            ) from error
+        except requests.exceptions.RequestException as error:  # e.g. a body shorter than announced
+            raise MalformedResponseError(
+                f"The result from {_host(response.url)} arrived incomplete; try again.", details=str(error)
+            ) from error
+        return b"".join(chunks)
 
     def _json(self, response: requests.Response, path: str) -> Any:
         try:

@@ -1,8 +1,8 @@
 """Turns progress reports of a request into what the panel's progress bar shows.
 
 A request goes through stages: compress the volume, upload it, wait while the server infers,
-download the result, import it into the scene. Only the upload has a known size; the other stages
-show a busy bar (maximum 0) with a sentence.
+download the result, import it into the scene. The upload and, when the server gives its size, a
+download of 0.1 MB or more show a percentage; the other stages show a busy bar (maximum 0).
 """
 
 from __future__ import annotations
@@ -64,7 +64,11 @@ def describe(progress: StageProgress) -> ProgressView:
     if stage is Stage.WAITING:
         return waiting_view(progress.detail)
     if stage is Stage.DOWNLOADING:
-        if progress.done > 0:
+        if progress.total >= MEGABYTE / 10:  # worth a bar; smaller results arrive in a blink
+            done = min(max(progress.done, 0), progress.total)
+            percent = int(round(100 * done / progress.total))
+            return ProgressView(f"Downloading {_megabytes(done)} of {_megabytes(progress.total)} MB", percent, 100)
+        if progress.done >= MEGABYTE / 10:
             return ProgressView(f"Downloading ({_megabytes(progress.done)} MB)")
         return ProgressView("Downloading")
     return ProgressView("Importing")

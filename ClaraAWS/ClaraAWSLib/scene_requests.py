@@ -106,7 +106,8 @@ class SegmentationRequest:
             source["image"] = self.volume
             self.uploaded = True
         method = getattr(self.client, self.endpoint)
-        result = method(self.model_name, **self.call_arguments, **source, progress=report, cancel=cancel)
+        result = method(self.model_name, **self.call_arguments, **source, progress=report, cancel=cancel,
+                        download_progress=_download_reporter(progress))
         self.volume = None  # the voxels are no longer needed; free them early
         for stage, seconds in (result.timings or {}).items():
             self.timings[stage] = self.timings.get(stage, 0.0) + float(seconds)
@@ -150,6 +151,17 @@ def _upload_reporter(progress: Optional[Callable[[Any], None]], endpoint: str):
 
     def report(sent: int, total: int) -> None:
         progress(StageProgress(Stage.UPLOADING, sent, total, endpoint))
+
+    return report
+
+
+def _download_reporter(progress: Optional[Callable[[Any], None]]):
+    """The client's ``(received, total)`` download callback, forwarded as one StageProgress payload."""
+    if progress is None:
+        return None
+
+    def report(received: int, total: int) -> None:
+        progress(StageProgress(Stage.DOWNLOADING, received, total))
 
     return report
 
