@@ -53,7 +53,8 @@ class LoopbackServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.httpd.owner = self
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # A short poll interval lets shutdown() return at once instead of after half a second.
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -106,6 +107,15 @@ class _MisbehavingHandler(_QuietHandler):
         elif behaviour == "multipart-bad-image":
             body = b'--b\r\nContent-Disposition: form-data; name="x"; filename="r.nii.gz"\r\n\r\nnot an image at all\r\n--b--\r\n'
             self.answer(200, body, "multipart/form-data; boundary=b")
+        elif behaviour == "short-body":  # announces more than it sends, then hangs up
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/form-data; boundary=b")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"--b\r\nContent-Disposition: form-data; name=\"params\"\r\n\r\n{}")
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
         elif behaviour == "slow":
             time.sleep(3)
             self.answer(200, b"[]", "application/json")

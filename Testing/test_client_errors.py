@@ -46,6 +46,7 @@ def _one_sentence(error: Exception) -> str:
         ("multipart-no-file", errors.MalformedResponseError, "without a result image"),
         ("multipart-truncated", errors.MalformedResponseError, "cut short"),
         ("multipart-bad-image", errors.MalformedResponseError, "not an image"),
+        ("short-body", errors.MalformedResponseError, "arrived incomplete"),
     ],
 )
 def test_work_call_failures_are_typed_and_readable(misbehaving_server, behaviour, error_class, words):
