@@ -112,6 +112,9 @@ def test_server_failures_give_one_line_and_debug_gives_the_traceback(tmp_path, m
     run = clara_aws("segment", "--server", misbehaving_server.url + "/status-504", "--model", "m", ct_file, "-o", out)
     assert_one_line_failure(run, 1)
     assert "idle timeout" in run.stderr
+    run = clara_aws("segment", "--server", misbehaving_server.url + "/far-away-result", "--model", "m", ct_file, "-o", out)
+    assert_one_line_failure(run, 2)
+    assert "does not overlap" in run.stderr
     run = clara_aws("models", "--server", "http://127.0.0.1:9", "--debug")
     assert run.returncode == 1 and "Traceback" in run.stderr and "clara-aws: error:" in run.stderr
     assert not out.exists()

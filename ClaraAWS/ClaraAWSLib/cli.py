@@ -1,7 +1,7 @@
 """The ``clara-aws`` command line: the same client path as the Slicer panel, for scripts and batch work.
 
-Exit codes: 0 success, 1 server or network failure, 2 bad input or usage, 3 AWS discovery failure,
-130 interrupted. A failure prints one line on stderr (a traceback only with ``--debug``).
+Exit codes: 0 success, 1 server or network failure, 2 bad input, usage or unusable geometry,
+3 AWS discovery failure, 130 interrupted. A failure prints one line on stderr (a traceback only with ``--debug``).
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ def _source(image, progress) -> dict:
 
 def _run_work(args, task: str, call) -> int:
     from .client import check_model_task
-    from .geometry import resample_labels_to_grid
+    from .geometry import result_on_grid
     from .imageio import encode_volume, read_image_file, write_image_file
 
     volume = read_image_file(args.input)
@@ -269,7 +269,7 @@ def _run_work(args, task: str, call) -> int:
                 except ClaraError:
                     pass  # the server forgets it at expiry anyway
     labels = result.labels()
-    on_input_grid = resample_labels_to_grid(labels, volume.grid)
+    on_input_grid = result_on_grid(labels, volume.grid)  # refuses results it cannot place
     write_image_file(on_input_grid, output)
     print(f"Wrote {output} ({_summary(on_input_grid)})", file=sys.stderr)
     return 0

@@ -14,8 +14,8 @@ from typing import Dict, Sequence, TextIO
 import numpy as np
 
 from .client import AIAAClient
-from .geometry import resample_labels_to_grid
-from .imageio import decode_image, encode_volume, write_image_file
+from .geometry import result_on_grid
+from .imageio import encode_volume, write_image_file
 from .preview import overlay_colour, write_preview
 
 DEMO_MODEL = "phantom_abdomen_seg"
@@ -58,7 +58,7 @@ def run_demo(out: Path, size: Sequence[int] = (192, 192, 96), stream: TextIO = N
         result = client.inference(DEMO_MODEL, encoded)
         timings.update({key: result.timings[key] for key in ("upload", "wait", "download")})
         t = time.perf_counter()
-        labels = resample_labels_to_grid(decode_image(result.image_bytes, result.filename or ""), phantom.ct.grid)
+        labels = result_on_grid(result.labels(), phantom.ct.grid)
         timings["decode"] = time.perf_counter() - t
 
     labels_path = out / "segmentation.nii.gz"

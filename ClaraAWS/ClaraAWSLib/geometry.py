@@ -167,3 +167,48 @@ def resample_labels_to_grid(labels: Volume, target: ImageGrid) -> Volume:
         labels.to_sitk(), reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, labels.to_sitk().GetPixelID()
     )
     return Volume(sitk.GetArrayFromImage(resampled), target)
+
+
+def _has_default_geometry(grid: ImageGrid) -> bool:
+    return (
+        np.allclose(grid.spacing, 1.0)
+        and np.allclose(grid.origin, 0.0)
+        and np.allclose(grid.direction, np.eye(3))
+    )
+
+
+def _corners_in_index_space(source: ImageGrid, target: ImageGrid) -> np.ndarray:
+    size = np.array(source.size, float)
+    corners = np.array([[i, j, k] for i in (-0.5, size[0] - 0.5) for j in (-0.5, size[1] - 0.5)
+                        for k in (-0.5, size[2] - 0.5)])
+    lps = np.c_[corners, np.ones(8)] @ source.ijk_to_lps().T
+    return target.lps_to_continuous_index(lps[:, :3])
+
+
+def result_on_grid(labels: Volume, grid: ImageGrid) -> Volume:
+    """The server's label image on ``grid`` (nearest neighbour); GeometryError when it cannot be placed."""
+    if labels.grid.matches(grid):
+        return Volume(labels.array, grid)
+    if labels.grid.size == grid.size and _has_default_geometry(labels.grid) and not _has_default_geometry(grid):
+        # The server wrote the voxels of the image as sent but dropped the header; the voxel order is the input's.
+        return Volume(labels.array, grid)
+    if _has_default_geometry(labels.grid) and not _has_default_geometry(grid):
+        raise GeometryError(
+            f"The server's result has size {list(labels.grid.size)} instead of {list(grid.size)} and no geometry "
+            "(origin, spacing and direction were dropped), so it cannot be placed: check the server's output writer."
+        )
+    corners = _corners_in_index_space(labels.grid, grid)
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    size = np.array(grid.size, float)
+    if np.any(high < -0.5) or np.any(low > size - 0.5):
+        raise GeometryError(
+            f"The server's result ({labels.grid.describe()}) does not overlap the volume ({grid.describe()}); "
+            "its geometry is wrong, so it cannot be placed: check the server's output writer."
+        )
+    resampled = resample_labels_to_grid(labels, grid)
+    if labels.array.any() and not resampled.array.any():
+        raise GeometryError(
+            f"The server's result ({labels.grid.describe()}) has labels only outside the volume; "
+            "its geometry is wrong, so it cannot be placed: check the server's output writer."
+        )
+    return resampled
