@@ -427,6 +427,10 @@ class AIAAClient:
             raise MalformedResponseError(
                 f"The result from {_host(response.url)} arrived incomplete; try again.", details=str(error)
             ) from error
+        if total and received < total:  # older urllib3 versions end the stream quietly
+            raise MalformedResponseError(
+                f"The result from {_host(response.url)} arrived incomplete ({received} of {total} bytes); try again."
+            )
         return b"".join(chunks)
 
     def _json(self, response: requests.Response, path: str) -> Any:
