@@ -327,8 +327,6 @@ def cmd_discover(args) -> int:
     if args.json:
         print(json.dumps([d.as_dict() for d in deployments], indent=2))
         return 0
-    if not deployments:
-        raise DiscoveryError("No CloudFormation stack in this region has a ClaraServiceUrl output; check the region and profile.")
     for deployment in deployments:
         print(f"{deployment.stack_name} ({deployment.region}): {deployment.url}")
         if deployment.note:

@@ -15,8 +15,9 @@ import slicer
 
 from . import scene_labelmaps as labelmaps
 from . import scene_placement as placement
-from .errors import GeometryError
-from .geometry import Volume, resample_labels_to_grid
+from .errors import GeometryError, MalformedResponseError
+from .geometry import Volume, result_on_grid
+from .imageio import as_label_volume
 from .scene_export import ijk_to_ras_matrix, volume_grid
 from .scene_terminology import assign_colors, terminology_tag
 from .scene_undo import SegmentSnapshot, UndoEntry
@@ -44,15 +45,12 @@ def segments_for_labels(model_labels: Sequence[str], values_present: Iterable[in
     return result
 
 
-def smallest_label_array(array: np.ndarray) -> np.ndarray:
-    """The label voxels in the smallest unsigned type that holds them (labels are never negative)."""
-    if array.size and array.min() < 0:
-        raise GeometryError("The result image holds negative label values; the server did not return a label map.")
-    largest = int(array.max()) if array.size else 0
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if largest <= np.iinfo(dtype).max:
-            return array.astype(dtype, copy=False)
-    raise GeometryError("The result image holds label values too large to be segment labels.")
+def _label_array(labels: Volume) -> np.ndarray:
+    """The label voxels in a compact unsigned type, by the same rules the client applies to results."""
+    try:
+        return as_label_volume(labels).array
+    except MalformedResponseError as error:
+        raise GeometryError(str(error)) from error
 
 
 @dataclass
@@ -65,14 +63,13 @@ class ImportOutcome:
 
 
 def _on_volume_grid(volume_node, labels: Volume) -> Volume:
-    grid = volume_grid(volume_node)
-    return labels if labels.grid.matches(grid) else resample_labels_to_grid(labels, grid)
+    return result_on_grid(labels, volume_grid(volume_node))  # refuses results it cannot place
 
 
 def _build_segments(labels: Volume, segments: Sequence[LabelSegment], image_to_frame: np.ndarray,
                     colors: Sequence, tags: Mapping[str, str]) -> List:
     # One image shared by all new segments: Slicer keeps them in one layer, each with its own label value.
-    shared = labelmaps.oriented_image(smallest_label_array(labels.array), image_to_frame)
+    shared = labelmaps.oriented_image(_label_array(labels), image_to_frame)
     built = []
     for label_segment, color in zip(segments, colors):
         segment = slicer.vtkSegment()

@@ -21,7 +21,9 @@ import numpy as np
 from ClaraAWSLib.client import AIAAClient
 from ClaraAWSLib.imageio import SliceLimit, encode_volume
 from ClaraAWSLib.phantom import make_phantom
-from ClaraAWSLib.server import ReferenceServer, builtin_models
+from ClaraAWSLib.server import ReferenceServer
+
+DEEPGROW_MODEL = "region_grow_deepgrow"
 
 
 def click_points(phantom, count):
@@ -31,11 +33,11 @@ def click_points(phantom, count):
     return [[int(i), int(j), int(k)] for k, j, i in picks]
 
 
-def one_click(client, server, model, clicks, grid=None, **source):
+def one_click(client, server, clicks, grid=None, **source):
     """(wall seconds, server handling seconds, bytes sent) of one click, result decoded as the client must."""
     before = len(server.stats.processing_seconds)
     started = time.perf_counter()
-    result = client.deepgrow(model.name, clicks, [], current_point=clicks[-1], **source)
+    result = client.deepgrow(DEEPGROW_MODEL, clicks, [], current_point=clicks[-1], **source)
     crop = result.params.get("crop")
     stop = crop[2][1] + 1 if crop else None  # inclusive box end, as the scene logic reads it
     result.labels(SliceLimit(grid, stop) if stop is not None and grid is not None else None)
@@ -52,18 +54,16 @@ def main() -> None:
     size = tuple(int(v) for v in args.size.split(","))
     phantom = make_phantom(size=size, spacing=(0.7, 0.7, 2.0))
     points = click_points(phantom, args.clicks)
-    models = builtin_models()
-    deepgrow = next(m for m in models if m.name == "region_grow_deepgrow")
-    print(f"CT {list(size)} int16 ({phantom.ct.array.nbytes / 1e6:.1f} MB), {args.clicks} clicks, model {deepgrow.name}")
+    print(f"CT {list(size)} int16 ({phantom.ct.array.nbytes / 1e6:.1f} MB), {args.clicks} clicks, model {DEEPGROW_MODEL}")
 
-    with ReferenceServer(models=models) as server, AIAAClient(server.url) as client:
+    with ReferenceServer() as server, AIAAClient(server.url) as client:
         # Session path: the volume goes up once.
         started = time.perf_counter()
         session = client.create_session(encode_volume(phantom.ct))
         first_upload = time.perf_counter() - started
         session_rows = []
         for n in range(1, args.clicks + 1):
-            session_rows.append(one_click(client, server, deepgrow, points[:n], phantom.ct.grid, session=session))
+            session_rows.append(one_click(client, server, points[:n], phantom.ct.grid, session=session))
         client.close_session(session)
 
         # Re-send path: encode and upload the whole volume with every click.
@@ -72,7 +72,7 @@ def main() -> None:
             started = time.perf_counter()
             encoded = encode_volume(phantom.ct)  # what every click costs without a session
             encode_seconds = time.perf_counter() - started
-            wall, handled, sent = one_click(client, server, deepgrow, points[:n], image=encoded)
+            wall, handled, sent = one_click(client, server, points[:n], image=encoded)
             resend_rows.append((wall + encode_seconds, handled, sent))
 
     def show(name, rows, extra_first=0.0, extra_bytes=0):
@@ -124,7 +124,7 @@ def scene_clicks(phantom, points) -> None:
         for n in range(1, len(points) + 1):
             before = len(server.stats.processing_seconds)
             started = time.perf_counter()
-            request = logic.prepareDeepgrow(volume_node, segmentation, segment_id, "region_grow_deepgrow", ras[:n])
+            request = logic.prepareDeepgrow(volume_node, segmentation, segment_id, DEEPGROW_MODEL, ras[:n])
             prepared = time.perf_counter()
             request.run()
             ran = time.perf_counter()
