@@ -151,24 +151,48 @@ def segments_state(segmentation_node, volume_node) -> Dict[str, tuple]:
     return state
 
 
+def volume_frame(volume_node, segmentation_node) -> np.ndarray:
+    """Volume IJK -> the segmentation's own RAS, computed here from the two transforms (not by ClaraAWS)."""
+    def to_world(node):
+        matrix = vtk.vtkMatrix4x4()
+        transform = node.GetParentTransformNode()
+        if transform is not None:
+            transform.GetMatrixTransformToWorld(matrix)
+        return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(ijk_to_ras)
+    ijk = np.array([[ijk_to_ras.GetElement(r, c) for c in range(4)] for r in range(4)])
+    return np.linalg.inv(to_world(segmentation_node)) @ to_world(volume_node) @ ijk
+
+
+def paint_segment(segmentation_node, segment_id: str, mask: np.ndarray, image_to_frame: np.ndarray, mode=None) -> None:
+    """Set a segment's voxels with Slicer's own API, as a user's stroke would (``mask`` on the given lattice)."""
+    image = slicer.vtkOrientedImageData()
+    array = np.ascontiguousarray(mask.astype(np.uint8))
+    image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.ravel(), deep=True))
+    image.SetImageToWorldMatrix(vtk_matrix(image_to_frame))
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    assert logic.SetBinaryLabelmapToSegment(image, segmentation_node, segment_id,
+                                            logic.MODE_REPLACE if mode is None else mode)
+
+
 def add_segment(segmentation_node, name: str, mask: np.ndarray, volume_node, color=(0.2, 0.6, 0.9)) -> str:
     """A user-drawn segment with ``mask`` (``[k,j,i]`` on the volume grid)."""
-    from ClaraAWSLib import scene_labelmaps
-    from ClaraAWSLib.scene_export import ijk_to_ras_matrix
-    from ClaraAWSLib.scene_placement import volume_to_segmentation_frame
-
     segment_id = segmentation_node.GetSegmentation().AddEmptySegment("", name, list(color))
-    frame = volume_to_segmentation_frame(volume_node, segmentation_node) @ ijk_to_ras_matrix(volume_node)
-    scene_labelmaps.set_segment_mask(segmentation_node, segment_id, mask, frame)
+    if mask.any():
+        paint_segment(segmentation_node, segment_id, mask, volume_frame(volume_node, segmentation_node))
     return segment_id
 
 
 def new_segmentation(harness: HeadlessScene, volume_node, name: str = "Segmentation", transform_node=None):
     node = harness.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
     node.CreateDefaultDisplayNodes()
-    node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
     if transform_node is not None:
         node.SetAndObserveTransformNodeID(transform_node.GetID())
+    # As the Segment Editor does for a new segmentation: its reference grid is the source volume's, in its own frame.
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
     return node
 
 

@@ -114,7 +114,7 @@ def test_existing_segmentation_keeps_other_segments_and_replaces_named_ones(harn
     assert ss.segment_ids(seg)[:2] == [user_id, liver_id]  # order kept
     assert outcome.created_segment_ids == [outcome.segment_ids[1]]
     # The undo entry restores the segmentation exactly.
-    outcome.undo_entry.restore(seg)
+    outcome.undo_entry.undo(seg)
     assert ss.segments_state(seg, volume_node) == before
 
 

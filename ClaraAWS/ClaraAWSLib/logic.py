@@ -27,12 +27,13 @@ from . import scene_export, scene_placement, scene_points
 from .client import check_model_task
 from .errors import GeometryError, InputError
 from .geometry import Volume
+from .scene_edit import SegmentWriteRequest, is_closed_surface_source, surface_source_refusal, write_results
 from .scene_import import LabelSegment, import_label_volume, segments_for_labels
-from .scene_labelmaps import replace_segment_region
+from .scene_terminology import assign_colors
 from .scene_requests import ANNOTATE, AUTO_SEGMENT, DEEPGROW, RequestSequencer, SegmentationRequest
 from .scene_sessions import BackgroundCloser, SessionCache
 from .scene_setup import default_scene, ensure_scene_services
-from .scene_undo import UndoEntry, UndoHistory
+from .scene_undo import UndoHistory
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ TAG_BACKGROUND_POINTS = "ClaraAWS.BackgroundPointsRAS"
 
 def _points_json(points: Sequence[Sequence[float]]) -> str:
     return json.dumps([[round(float(value), 4) for value in point] for point in points])
+
+
+def _colors_of(segmentationNode) -> List:
+    segmentation = segmentationNode.GetSegmentation()
+    return [tuple(segmentation.GetNthSegment(n).GetColor()) for n in range(segmentation.GetNumberOfSegments())]
 
 
 def is_deepgrow_2d(model: Dict[str, Any]) -> bool:
@@ -71,6 +77,12 @@ class ClaraAWSLogic:
         self._sessions = SessionCache(lambda: self.client, closer=self._sessionCloser)
         self._undo = UndoHistory(maxUndo)
         self._sequencer = RequestSequencer()
+        #: Asked (on the GUI thread, at prepare) whether a closed-surface segmentation may become a labelmap.
+        self.confirmSourceConversion: Callable[[Any], bool] = lambda segmentationNode: False
+        #: Called with the segmentation right before an AI edit writes into it (the panel saves the Segment
+        #: Editor's undo state there, so Ctrl+Z undoes the AI edit like any stroke).
+        self.beforeSegmentWrite: Optional[Callable[[Any], None]] = None
+        self.lastUndoSummary = ""
         self._observations: List[int] = []
         self._observeScene()
 
@@ -121,8 +133,14 @@ class ClaraAWSLogic:
         return self._runInRow(request)
 
     def undo(self, segmentationNode) -> bool:
-        """Restore the segments changed by the last AI edit of this segmentation; False if there is none."""
-        return self._undo.undo(segmentationNode) is not None
+        """Undo the last AI edit of this segmentation as far as later changes allow; False if there is none.
+
+        Voxels, names and colours changed after the edit are kept (``lastUndoSummary`` says what was done);
+        scene_undo.UndoRefusedError, an InputError, when the segment was reorganised so undo cannot follow.
+        """
+        summary = self._undo.undo(segmentationNode)
+        self.lastUndoSummary = summary or ""
+        return summary is not None
 
     def canUndo(self, segmentationNode) -> bool:
         return self._undo.can_undo(segmentationNode)
@@ -224,6 +242,7 @@ class ClaraAWSLogic:
             segmentation_node_id=segmentationNode.GetID() if segmentationNode is not None else None,
             segment_id=segmentId or None, target=target, sequence=self._sequencer.begin(target),
             sequencer=self._sequencer,
+            allow_source_conversion=segmentationNode is not None and is_closed_surface_source(segmentationNode),
         )
 
     @staticmethod
@@ -234,6 +253,8 @@ class ClaraAWSLogic:
     # --- step 3: apply (GUI thread) -------------------------------------------------------------------
     def apply(self, request: SegmentationRequest):
         """Put a finished request's result into the scene; None when a newer request made it stale."""
+        if request.applied:
+            return request.applied_result  # a second apply of one answer changes nothing
         if request.superseded:
             return None
         if not request.finished:
@@ -252,17 +273,19 @@ class ClaraAWSLogic:
             result = self._applyAutoSegment(request, volumeNode, segmentationNode)
         else:
             result = self._applyEdit(request, volumeNode, segmentationNode)
+        request.applied, request.applied_result = True, result
         request.timings["import"] = time.perf_counter() - started
         self.lastTimings = dict(request.timings)
         return result
 
     def _applyAutoSegment(self, request, volumeNode, segmentationNode):
         segments = segments_for_labels(request.model.get("labels") or [], request.label_values)
+        options = self._writeOptions(request) if segmentationNode is not None else {}
         outcome = import_label_volume(
             volumeNode, request.labels, segments, segmentationNode,
             tags={TAG_MODEL: request.model_name},
             node_name=f"{volumeNode.GetName()} {request.model_name}",
-            description=f"auto-segmentation with {request.model_name}",
+            description=f"auto-segmentation with {request.model_name}", **options,
         )
         self._undo.push(outcome.segmentation_node, outcome.undo_entry)
         selected = (outcome.created_segment_ids or outcome.segment_ids or [""])[0]
@@ -272,41 +295,38 @@ class ClaraAWSLogic:
         return outcome.segmentation_node
 
     def _applyEdit(self, request, volumeNode, segmentationNode) -> str:
-        region = request.edit_region()
-        result_mask = request.labels.array[region] > 0  # only this box of the result may change the segment
         tags = {TAG_MODEL: request.model_name}
         tags.update({name: _points_json(points) for name, points in request.points_ras.items()})
         description = f"{request.kind} with {request.model_name}"
         segmentId = request.segment_id
-        if segmentationNode is None or segmentId is None:
+        if segmentationNode is None:
             labels = np.zeros(request.labels.array.shape, np.uint8)
-            labels[region] = result_mask
-            name = self._newSegmentName(segmentationNode, request.model)
+            region = request.edit_region()
+            labels[region] = request.labels.array[region] > 0  # only this box of the result may change the segment
             outcome = import_label_volume(
-                volumeNode, Volume(labels, request.grid), [LabelSegment(1, name)], segmentationNode, tags=tags,
-                node_name=f"{volumeNode.GetName()} {request.model_name}", description=description,
+                volumeNode, Volume(labels, request.grid), [LabelSegment(1, self._newSegmentName(None, request.model))],
+                None, tags=tags, node_name=f"{volumeNode.GetName()} {request.model_name}", description=description,
             )
             segmentationNode, segmentId = outcome.segmentation_node, outcome.segment_ids[0]
             self._undo.push(segmentationNode, outcome.undo_entry)
         else:
-            if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+            if segmentId is not None and segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
                 raise InputError(f"The segment '{segmentId}' was deleted while the server was working; nothing was changed.")
             frame = scene_placement.volume_to_segmentation_frame(volumeNode, segmentationNode) @ \
                 scene_export.ijk_to_ras_matrix(volumeNode)
-            entry = UndoEntry.capture(segmentationNode, [segmentId], description)
-            try:
-                origin_index = (region[2].start, region[1].start, region[0].start)
-                replace_segment_region(segmentationNode, segmentId, result_mask, frame, origin_index)
-                segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
-                for name, value in tags.items():
-                    segment.SetTag(name, value)
-            except Exception:
-                entry.restore(segmentationNode)
-                raise
-            self._undo.push(segmentationNode, entry)
+            name = "" if segmentId else self._newSegmentName(segmentationNode, request.model)
+            color = (0.5, 0.5, 0.5) if segmentId else assign_colors([name], _colors_of(segmentationNode))[0]
+            write = SegmentWriteRequest(request.segment_result(frame), segment_id=segmentId, name=name, color=color,
+                                        tags=tags)
+            outcome = write_results(segmentationNode, volumeNode, [write], description, **self._writeOptions(request))
+            segmentId = outcome.segment_ids[0]
+            self._undo.push(segmentationNode, outcome.undo_entry)
         self._showInSegmentEditor(segmentationNode, volumeNode, segmentId)
         self.lastSegmentationNode = segmentationNode
         return segmentId
+
+    def _writeOptions(self, request) -> Dict[str, Any]:
+        return {"allow_surface_conversion": request.allow_source_conversion, "before_write": self.beforeSegmentWrite}
 
     @staticmethod
     def _showInSegmentEditor(segmentationNode, volumeNode, segmentId: str) -> None:
@@ -362,6 +382,8 @@ class ClaraAWSLogic:
             raise InputError(
                 f"The segmentation '{segmentationNode.GetName()}' has no segment '{segmentId}'; select an existing segment."
             )
+        if is_closed_surface_source(segmentationNode) and not self.confirmSourceConversion(segmentationNode):
+            raise surface_source_refusal(segmentationNode)  # asked before the upload, not after the wait
 
     def _liveNode(self, node_id: str, what: str):
         node = self.scene.GetNodeByID(node_id)

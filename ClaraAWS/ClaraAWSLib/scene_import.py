@@ -1,8 +1,9 @@
 """Label Volume -> segments of a segmentation node, by label value, without touching unrelated segments.
 
 Everything that can fail (resampling, building images and segments) happens before the scene is
-changed; a new segmentation node enters the scene only when it is complete, and a failure while
-changing an existing segmentation puts its segments back as they were.
+changed; a new segmentation node enters the scene only when it is complete. Into an existing
+segmentation every label goes through the write rule (``scene_edit``), which puts back what it wrote
+if it fails half-way.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from .geometry import Volume, result_on_grid
 from .imageio import as_label_volume
 from .scene_export import ijk_to_ras_matrix, volume_grid
 from .scene_terminology import assign_colors, terminology_tag
-from .scene_undo import SegmentSnapshot, UndoEntry
+from .scene_edit import SegmentWriteRequest, write_results
+from .scene_labelmaps import box_is_empty, box_slices, mask_bounds
+from .scene_undo import UndoEntry, created_segments_entry
+from .scene_write import SegmentResult
 
 
 @dataclass(frozen=True)
@@ -115,80 +119,55 @@ def _new_segmentation_node(volume_node, built: Sequence, segments: Sequence[Labe
     return node, ids
 
 
-def _ensure_labelmap_source(segmentation_node) -> None:
-    segmentation = segmentation_node.GetSegmentation()
-    if segmentation.GetSourceRepresentationName() != labelmaps.BINARY_LABELMAP:
-        # The same conversion Segment Editor does before its first edit of a surface-based segmentation.
-        segmentation_node.CreateBinaryLabelmapRepresentation()
-        segmentation_node.SetSourceRepresentationToBinaryLabelmap()
-
-
 def _has_reference_geometry(segmentation_node) -> bool:
     name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
     return bool(segmentation_node.GetSegmentation().GetConversionParameter(name))
 
 
-def _into_existing(segmentation_node, volume_node, built: Sequence, segments: Sequence[LabelSegment], description: str):
+def _into_existing(segmentation_node, volume_node, labels: Volume, segments: Sequence[LabelSegment],
+                   image_to_frame: np.ndarray, colors: Sequence, tags: Mapping[str, str], description: str,
+                   **write_options) -> ImportOutcome:
+    """Each label replaces the voxels of the segment of its name (or a new one) by the write rule."""
     segmentation = segmentation_node.GetSegmentation()
-    targets = [segmentation.GetSegmentIdBySegmentName(s.name) or "" for s in segments]
-    new_ids: List[str] = []
-    planned_ids = []
-    for target, label_segment in zip(targets, segments):
-        if target:
-            planned_ids.append(target)
-        else:
-            # Reserve distinct ids up front so two new segments with the same name cannot collide.
-            candidate = segmentation.GenerateUniqueSegmentID(label_segment.name)
-            suffix = 1
-            while candidate in planned_ids:
-                candidate = segmentation.GenerateUniqueSegmentID(f"{label_segment.name}_{suffix}")
-                suffix += 1
-            planned_ids.append(candidate)
-            new_ids.append(candidate)
-    undo_entry = UndoEntry.capture(segmentation_node, planned_ids, description)
-    was_modifying = segmentation_node.StartModify()
-    try:
-        _ensure_labelmap_source(segmentation_node)
-        for segment, segment_id, target in zip(built, planned_ids, targets):
-            insert_before = ""
-            if target:
-                old = segmentation.GetSegment(target)
-                # The user's colour and terminology win over the model's for a segment they already had.
-                segment.SetColor(*old.GetColor())
-                index = segmentation.GetSegmentIndex(target)
-                segmentation.RemoveSegment(target)
-                if index < segmentation.GetNumberOfSegments():
-                    insert_before = segmentation.GetNthSegmentID(index)
-            if not segmentation.AddSegment(segment, segment_id, insert_before):
-                raise GeometryError(f"Slicer refused to add the segment '{segment.GetName()}'.")
-        if not _has_reference_geometry(segmentation_node) and (
-            segmentation_node.GetTransformNodeID() == volume_node.GetTransformNodeID()
-        ):
-            segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
-    except Exception:
-        undo_entry.restore(segmentation_node)
-        raise
-    finally:
-        segmentation_node.EndModify(was_modifying)
-    return planned_ids, new_ids, undo_entry
+    array = _label_array(labels)
+    size = labels.grid.size
+    region = (0, size[0] - 1, 0, size[1] - 1, 0, size[2] - 1)
+    requests = []
+    for label_segment, color in zip(segments, colors):
+        mask = array == label_segment.value
+        box = mask_bounds(mask)
+        cropped = mask[box_slices(box, region)] if not box_is_empty(box) else np.zeros((0, 0, 0), bool)
+        requests.append(SegmentWriteRequest(
+            SegmentResult(region, cropped, box, image_to_frame),
+            segment_id=segmentation.GetSegmentIdBySegmentName(label_segment.name) or None,
+            name=label_segment.name, color=color, tags=dict(tags),
+        ))
+    outcome = write_results(segmentation_node, volume_node, requests, description, fallback_lattice=image_to_frame,
+                            **write_options)
+    if not _has_reference_geometry(segmentation_node) and (
+        segmentation_node.GetTransformNodeID() == volume_node.GetTransformNodeID()
+    ):
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    return ImportOutcome(segmentation_node, False, outcome.segment_ids, outcome.created_segment_ids, outcome.undo_entry)
 
 
 def import_label_volume(volume_node, labels: Volume, segments: Sequence[LabelSegment], segmentation_node=None, *,
                         tags: Optional[Mapping[str, str]] = None, node_name: Optional[str] = None,
-                        description: str = "AI segmentation") -> ImportOutcome:
+                        description: str = "AI segmentation", **write_options) -> ImportOutcome:
     """Create or replace one segment per ``LabelSegment`` from ``labels`` and return what changed.
 
-    ``labels`` may be on any grid: it is resampled (nearest neighbour) to the volume's grid first.
+    ``labels`` may be on any grid: it is resampled (nearest neighbour) to the volume's grid first. Into an
+    existing segmentation every segment goes through the write rule (``write_options`` go to
+    ``scene_edit.write_results``).
     """
     labels = _on_volume_grid(volume_node, labels)
     image_to_frame = placement.volume_to_segmentation_frame(volume_node, segmentation_node) @ ijk_to_ras_matrix(volume_node)
     taken = _existing_colors(segmentation_node.GetSegmentation()) if segmentation_node is not None else []
     colors = assign_colors([s.name for s in segments], taken)
+    if segmentation_node is not None:
+        return _into_existing(segmentation_node, volume_node, labels, segments, image_to_frame, colors, tags or {},
+                              description, **write_options)
     built = _build_segments(labels, segments, image_to_frame, colors, tags or {})
-    if segmentation_node is None:
-        name = node_name or f"{volume_node.GetName()} segmentation"
-        node, ids = _new_segmentation_node(volume_node, built, segments, name)
-        undo_entry = UndoEntry(description, [SegmentSnapshot(segment_id, existed=False) for segment_id in ids])
-        return ImportOutcome(node, True, ids, list(ids), undo_entry)
-    ids, new_ids, undo_entry = _into_existing(segmentation_node, volume_node, built, segments, description)
-    return ImportOutcome(segmentation_node, False, ids, new_ids, undo_entry)
+    name = node_name or f"{volume_node.GetName()} segmentation"
+    node, ids = _new_segmentation_node(volume_node, built, segments, name)
+    return ImportOutcome(node, True, ids, list(ids), created_segments_entry(description, node, ids))

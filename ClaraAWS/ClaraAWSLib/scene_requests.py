@@ -19,6 +19,8 @@ from .errors import CancelledError, GeometryError
 from .geometry import ImageGrid, Volume, result_on_grid
 from .imageio import SliceLimit
 from .progress_text import Stage, StageProgress
+from .scene_labelmaps import EMPTY_BOX, Box, box_is_empty, box_slices, mask_bounds
+from .scene_write import SegmentResult
 
 AUTO_SEGMENT = "autoSegment"
 ANNOTATE = "annotate"
@@ -64,13 +66,17 @@ class SegmentationRequest:
     volume_session: Any = None  # scene_sessions.VolumeSession when the request goes through a session
     points_ras: Dict[str, List[List[float]]] = field(default_factory=dict)  # stored on the segment as tags
     slice_k: Optional[int] = None  # deepgrow 2D: only this slice of the result counts
+    allow_source_conversion: bool = False  # the user agreed (at prepare) to turn closed surfaces into a labelmap
     timings: Dict[str, float] = field(default_factory=dict)
     # --- produced by run() -------------------------------------------------------------------------
     labels: Optional[Volume] = None
     label_values: Tuple[int, ...] = ()
     result_params: Dict[str, Any] = field(default_factory=dict)
+    result_box: Box = EMPTY_BOX  # edits: where the result has voxels inside the edit region (i0, i1, j0, j1, k0, k1)
     uploaded: bool = False
     finished: bool = False
+    applied: bool = False
+    applied_result: Any = None
 
     @property
     def model_name(self) -> str:
@@ -123,6 +129,9 @@ class SegmentationRequest:
         # An edit reads only its box of the result; sorting a whole volume's voxels would cost a click ~0.1 s.
         values = self.labels.array if self.kind == AUTO_SEGMENT else self.labels.array[self.edit_region()]
         self.label_values = tuple(int(v) for v in np.unique(values[values != 0]))
+        if self.kind != AUTO_SEGMENT:
+            region = self.edit_region()
+            self.result_box = mask_bounds(values != 0, (region[2].start, region[1].start, region[0].start))
         self.timings["run"] = time.perf_counter() - started
         if cancel is not None and cancel.is_set():
             raise CancelledError("The request was cancelled; nothing was changed.")
@@ -130,6 +139,18 @@ class SegmentationRequest:
         return self
 
     # --- what part of the result an interactive edit may change ------------------------------------
+    def segment_result(self, image_to_frame) -> SegmentResult:
+        """The edit as the write rule takes it: inside the edit region the segment becomes the result."""
+        k, j, i = self.edit_region()
+        region: Box = (i.start, i.stop - 1, j.start, j.stop - 1, k.start, k.stop - 1)
+        size = self.grid.size
+        whole: Box = (0, size[0] - 1, 0, size[1] - 1, 0, size[2] - 1)
+        if box_is_empty(self.result_box):
+            mask = np.zeros((0, 0, 0), bool)
+        else:
+            mask = self.labels.array[box_slices(self.result_box, whole)] != 0
+        return SegmentResult(region, mask, self.result_box, image_to_frame)
+
     def edit_region(self) -> Tuple[slice, slice, slice]:
         """``[k, j, i]`` slices of the result that replace the segment's voxels (crop box, 2D slice)."""
         size_i, size_j, size_k = self.grid.size
