@@ -125,13 +125,6 @@ def labelmap_on_volume(segmentation_node, volume_node, ids: Optional[Iterable[st
                 scene.RemoveNode(node)
 
 
-def labelmap_array_of_layer(image) -> np.ndarray:
-    """``[k, j, i]`` values of an image whose extent starts at 0 (as ClaraAWS writes new layers)."""
-    assert tuple(image.GetExtent()[::2]) == (0, 0, 0)
-    dims = image.GetDimensions()
-    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1]).copy()
-
-
 def segment_on_volume(segmentation_node, segment_id: str, volume_node) -> np.ndarray:
     return labelmap_on_volume(segmentation_node, volume_node, [segment_id]) > 0
 

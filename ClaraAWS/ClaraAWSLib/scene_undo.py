@@ -178,7 +178,8 @@ class UndoEntry:
                 continue  # the target was deleted since; writing its label back would leave orphan voxels
             kept += revert(change)
         separated = write.outcome.separated_from
-        if segment is not None and separated is not None and kept == 0:
+        if segment is not None and separated is not None and kept == 0 and \
+                _holds_exactly(write.layer, write.label_value, write.outcome.separation):
             shared, label = separated
             owners = [sid for sid in _segment_ids(segmentation)
                       if segmentation.GetSegment(sid).GetRepresentation(BINARY_LABELMAP) is shared]
@@ -216,11 +217,28 @@ class UndoEntry:
         return kept
 
 
-def _has_voxels(segment) -> bool:
-    layer = segment.GetRepresentation(BINARY_LABELMAP)
-    if layer is None or lm.box_is_empty(lm.layer_extent(layer)):
+def _holds_exactly(layer, label: int, separation) -> bool:
+    """True when the layer holds the segment's voxels exactly as they were moved out of the shared layer."""
+    if separation is None:
+        return not _layer_has(layer, label)
+    extent = lm.layer_extent(layer)
+    if lm.box_is_empty(extent):
         return False
-    return bool((lm.layer_view(layer) == segment.GetLabelValue()).any())
+    k, j, i = np.nonzero(lm.layer_view(layer) == label)
+    now = np.stack([i + extent[0], j + extent[2], k + extent[4]], axis=1)
+    moved = separation.positions
+    if len(now) != len(moved):
+        return False
+    order = lambda points: points[np.lexsort(points.T[::-1])]  # noqa: E731
+    return bool(np.array_equal(order(now), order(moved.astype(now.dtype))))
+
+
+def _layer_has(layer, label: int) -> bool:
+    return layer is not None and not lm.box_is_empty(lm.layer_extent(layer)) and bool((lm.layer_view(layer) == label).any())
+
+
+def _has_voxels(segment) -> bool:
+    return _layer_has(segment.GetRepresentation(BINARY_LABELMAP), segment.GetLabelValue())
 
 
 def created_segments_entry(description: str, segmentation_node, segment_ids: Sequence[str]) -> UndoEntry:
