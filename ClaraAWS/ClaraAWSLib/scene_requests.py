@@ -130,8 +130,7 @@ class SegmentationRequest:
         values = self.labels.array if self.kind == AUTO_SEGMENT else self.labels.array[self.edit_region()]
         self.label_values = tuple(int(v) for v in np.unique(values[values != 0]))
         if self.kind != AUTO_SEGMENT:
-            region = self.edit_region()
-            self.result_box = mask_bounds(values != 0, (region[2].start, region[1].start, region[0].start))
+            self.find_result_box()
         self.timings["run"] = time.perf_counter() - started
         if cancel is not None and cancel.is_set():
             raise CancelledError("The request was cancelled; nothing was changed.")
@@ -139,6 +138,11 @@ class SegmentationRequest:
         return self
 
     # --- what part of the result an interactive edit may change ------------------------------------
+    def find_result_box(self) -> None:
+        """Where the result has voxels inside the edit region, so the GUI thread touches only that box."""
+        region = self.edit_region()
+        self.result_box = mask_bounds(self.labels.array[region] != 0, (region[2].start, region[1].start, region[0].start))
+
     def segment_result(self, image_to_frame) -> SegmentResult:
         """The edit as the write rule takes it: inside the edit region the segment becomes the result."""
         k, j, i = self.edit_region()

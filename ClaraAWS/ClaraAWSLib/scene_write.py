@@ -252,13 +252,23 @@ def _result_on_box(result: SegmentResult, box: Box, lattice: np.ndarray) -> Tupl
 
 def target_box(segmentation_node, segment_id: str, result: SegmentResult, lattice: np.ndarray) -> Box:
     """The part of the layer lattice the edit can change: the result's voxels plus the segment's voxels in the region."""
-    image = segment_layer(segmentation_node, segment_id)
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    image = segment.GetRepresentation(BINARY_LABELMAP)
     box = lm.box_on_lattice(result.mask_box, result.image_to_frame, lattice)
     extent = lm.layer_extent(image)
     if not lm.box_is_empty(extent):
+        if _shares_layer(segmentation_node, segment_id):
+            # The layer's extent covers its other segments too: find the target's own voxels instead.
+            extent = lm.mask_bounds(lm.layer_view(image) == segment.GetLabelValue(), extent[0::2])
         region = lm.box_on_lattice(result.region, result.image_to_frame, lattice)
         box = lm.box_union(box, lm.box_intersection(region, extent))
     return box
+
+
+def _shares_layer(segmentation_node, segment_id: str) -> bool:
+    shared: List[str] = []
+    segmentation_node.GetSegmentation().GetSegmentIDsSharingBinaryLabelmapRepresentation(segment_id, shared, False)
+    return bool(shared)
 
 
 def _record(image, box: Box, before: np.ndarray, after: np.ndarray, extent_before: Box) -> Optional[LayerChange]:
