@@ -52,6 +52,13 @@ def _points_json(points: Sequence[Sequence[float]]) -> str:
     return json.dumps([[round(float(value), 4) for value in point] for point in points])
 
 
+def _remove_observers(scene_reference, tags) -> None:
+    scene = scene_reference()
+    if scene is not None:
+        for tag in tags:
+            scene.RemoveObserver(tag)
+
+
 def _colors_of(segmentationNode) -> List:
     segmentation = segmentationNode.GetSegmentation()
     return [tuple(segmentation.GetNthSegment(n).GetColor()) for n in range(segmentation.GetNumberOfSegments())]
@@ -74,7 +81,8 @@ class ClaraAWSLogic:
         self.lastSegmentationNode = None
         self._clientFactory = clientFactory
         self._sessionCloser = BackgroundCloser()
-        self._sessions = SessionCache(lambda: self.client, closer=self._sessionCloser)
+        this = weakref.ref(self)  # no cycle between the logic and its session cache
+        self._sessions = SessionCache(lambda: getattr(this(), "client", None), closer=self._sessionCloser)
         self._undo = UndoHistory(maxUndo)
         self._sequencer = RequestSequencer()
         #: Asked (on the GUI thread, at prepare) whether a closed-surface segmentation may become a labelmap.
@@ -412,6 +420,9 @@ class ClaraAWSLogic:
             scene.AddObserver(scene.NodeRemovedEvent, onNodeRemoved),
             scene.AddObserver(scene.StartCloseEvent, onSceneClose),
         ]
+        # A logic dropped without cleanup() must not leave Python callbacks on a scene that outlives it.
+        self._forgetObservers = weakref.finalize(self, _remove_observers, weakref.ref(scene), list(self._observations))
+        self._forgetObservers.atexit = False
 
     def _forgetNode(self, node) -> None:
         node_id = node.GetID()
@@ -422,8 +433,7 @@ class ClaraAWSLogic:
 
     def cleanup(self) -> None:
         """Close sessions and the client, drop undo history and stop observing the scene."""
-        for tag in self._observations:
-            self.scene.RemoveObserver(tag)
+        self._forgetObservers()
         self._observations = []
         self._sessions.close_all()
         self._sessionCloser.wait(timeout=SESSION_CLOSE_WAIT_SECONDS)
