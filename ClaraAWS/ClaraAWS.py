@@ -15,6 +15,7 @@ import qt
 import vtk
 
 import slicer
+from ClaraAWSLib.scene_point_lists import points_world
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -23,7 +24,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from ClaraAWSLib import model_choices, settings_store
+from ClaraAWSLib import model_choices, settings_store, slicer_app
 from ClaraAWSLib.errors import ClaraError
 from ClaraAWSLib.jobs import JobRunner
 from ClaraAWSLib.processing_state import (PanelInputs, ProcessingStateMachine, annotate_blocker, apply_button_view,
@@ -78,12 +79,6 @@ class ClaraAWSParameters(ScriptedLoadableModuleLogic):
         return ClaraAWSParameterNode(super().getParameterNode())
 
 
-# parameter, node name, colour, point label format
-MARKUPS_ROLES = (("extremePoints", "ClaraAWS extreme points", (1.0, 0.85, 0.1), "E%d"),
-                 ("foregroundPoints", "ClaraAWS inside clicks", (0.2, 0.85, 0.3), "+%d"),
-                 ("backgroundPoints", "ClaraAWS outside clicks", (0.95, 0.25, 0.2), "-%d"))
-
-
 class ClaraAWSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -96,6 +91,7 @@ class ClaraAWSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._deployments: dict = {}  # url -> aws.Deployment
         self._consentedHosts = set()
         self._observedMarkups = []
+        self.pointTools = None
 
     # ------------------------------------------------------------------ setup and lifecycle
     def setup(self) -> None:
@@ -107,7 +103,16 @@ class ClaraAWSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         from ClaraAWSLib import ClaraAWSLogic
 
+        from ClaraAWSLib.scene_point_lists import ToolPointLists
+
         self.logic = ClaraAWSLogic(slicer.mrmlScene)
+        self.logic.confirmSourceConversion = slicer_app.confirm_source_conversion
+        self.logic.beforeSegmentWrite = slicer_app.save_segment_editor_undo_state
+        self.pointTools = ToolPointLists(
+            slicer.mrmlScene, lambda role: getattr(self._parameterNode, role, None) if self._parameterNode else None,
+            lambda role, node: setattr(self._parameterNode, role, node) if self._parameterNode else None)
+        for groupBox, tool in ((self.ui.annotationGroupBox, "extreme"), (self.ui.deepgrowGroupBox, "deepgrow")):
+            groupBox.connect("toggled(bool)", lambda checked, tool=tool: self.onToolToggled(tool, checked))
         self.settings = qt.QSettings()  # a settings_store.SettingsStore as it is (value/setValue)
         self.runner = JobRunner()
         self.autoState = ProcessingStateMachine(on_change=lambda old, new: self._updateAutoSegmentGui())
@@ -162,6 +167,7 @@ class ClaraAWSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._selectSegmentEditorSegment()
 
     def exit(self) -> None:
+        self._stopTools()
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
@@ -171,6 +177,7 @@ class ClaraAWSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for channel in SCENE_CHANNELS:  # no result may land in a scene that is going away
             self.runner.cancel(channel)
         self.autoState.request_cancel()
+        self._stopTools()
         self._observeMarkups(None)
         self.setParameterNode(None)
 
@@ -189,13 +196,7 @@ class ClaraAWSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameterNode = ClaraAWSParameters().getParameterNode()
         if not parameterNode.inputVolume:
             parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-        for role, name, color, labelFormat in MARKUPS_ROLES:
-            if not getattr(parameterNode, role):
-                node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", slicer.mrmlScene.GenerateUniqueName(name))
-                node.SetMarkupLabelFormat(labelFormat)
-                node.CreateDefaultDisplayNodes()
-                node.GetDisplayNode().SetSelectedColor(*color)
-                setattr(parameterNode, role, node)
+        # Point lists are made only when the user starts a tool (ToolPointLists), never on module open.
         self.setParameterNode(parameterNode)
 
     def setParameterNode(self, inputParameterNode: Optional[ClaraAWSParameterNode]) -> None:
@@ -230,8 +231,6 @@ class ClaraAWSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for node in (pn.extremePoints, pn.foregroundPoints, pn.backgroundPoints):
             for event in (markups.PointPositionDefinedEvent, markups.PointPositionUndefinedEvent, markups.PointRemovedEvent):
                 self._observedMarkups.append((node, event, self._onMarkupsChanged))
-        for node in (pn.foregroundPoints, pn.backgroundPoints):
-            self._observedMarkups.append((node, markups.PointPositionDefinedEvent, self.onDeepgrowPoint))
         self._observedMarkups = [observation for observation in self._observedMarkups if observation[0] is not None]
         for observation in self._observedMarkups:
             self.addObserver(*observation)
@@ -457,7 +456,7 @@ class ClaraAWSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return PanelInputs(connected=bool(self._connectedUrl), model=model, has_volume=bool(pn and pn.inputVolume),
                            has_segment=bool(pn and pn.outputSegmentation and self._segmentId()),
                            auto_busy=self.autoState.busy,
-                           extreme_points=len(self._pointsRAS(pn.extremePoints)) if pn else 0)
+                           extreme_points=len(points_world(pn.extremePoints)) if pn else 0)
 
     def _updateAutoSegmentGui(self) -> None:
         state = self.autoState.state
@@ -528,14 +527,6 @@ class ClaraAWSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _segmentId(self) -> str:
         return self.ui.segmentSelectorWidget.currentSegmentID() or ""
-
-    @staticmethod
-    def _pointsRAS(node) -> List[List[float]]:
-        """World RAS positions of the placed (defined) points."""
-        if node is None:
-            return []
-        return [list(node.GetNthControlPointPositionWorld(index)) for index in range(node.GetNumberOfControlPoints())
-                if node.GetNthControlPointPositionStatus(index) == node.PositionDefined]
 
     def _updateInteractiveGui(self) -> None:
         pn = self._parameterNode
@@ -611,20 +602,52 @@ class ClaraAWSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onAnnotate(self) -> None:
         pn = self._parameterNode
-        segmentId, points = self._segmentId(), self._pointsRAS(pn.extremePoints)
+        segmentId, points = self._segmentId(), points_world(pn.extremePoints)
         self._startInteractive("annotate", lambda: self.logic.prepareAnnotate(
             pn.inputVolume, pn.outputSegmentation, segmentId, pn.annotationModel, points), _("Annotation failed."), "dextr3d")
+
+    # ------------------------------------------------------------------ interactive tools
+    def onToolToggled(self, tool: str, checked: bool) -> None:
+        """Starting a tool makes its point lists; stopping it ends place mode and the observers (ToolPointLists)."""
+        other = self.ui.deepgrowGroupBox if tool == "extreme" else self.ui.annotationGroupBox
+        if checked:
+            nodes = self.pointTools.activate(tool, self._onToolPoint)
+            other.checked = False  # one tool at a time
+            widgets = [self.ui.extremePointsPlaceWidget] if tool == "extreme" else \
+                [self.ui.foregroundPlaceWidget, self.ui.backgroundPlaceWidget]
+            for widget, node in zip(widgets, nodes):
+                widget.setCurrentNode(node)
+            self._observeMarkups(self._parameterNode)
+        elif self.pointTools.active_tool == tool:
+            self._stopTools()
+        self._updateInteractiveGui()
+
+    def _stopTools(self) -> None:
+        if self.pointTools is None:
+            return
+        for widget in (self.ui.extremePointsPlaceWidget, self.ui.foregroundPlaceWidget, self.ui.backgroundPlaceWidget):
+            widget.placeModeEnabled = False
+        self.pointTools.deactivate()
+        for groupBox in (self.ui.annotationGroupBox, self.ui.deepgrowGroupBox):
+            if groupBox.checked:
+                groupBox.blockSignals(True)
+                groupBox.checked = False
+                groupBox.blockSignals(False)
+
+    def _onToolPoint(self, role: str, node) -> None:
+        if role in ("foregroundPoints", "backgroundPoints"):
+            self.onDeepgrowPoint(node)
 
     def onDeepgrowPoint(self, clickedNode, event=None) -> None:
         """A click was placed on the inside or outside list: send a request at once."""
         pn = self._parameterNode
         if pn is None or interactive_blocker(self._panelInputs(pn.deepgrowModel)):
             return
-        foreground, background = self._pointsRAS(pn.foregroundPoints), self._pointsRAS(pn.backgroundPoints)
+        foreground, background = points_world(pn.foregroundPoints), points_world(pn.backgroundPoints)
         if not foreground:
             self._setStatus(_("Click inside the structure first."))
             return
-        segmentId, clicked = self._segmentId(), self._pointsRAS(clickedNode)[-1]
+        segmentId, clicked = self._segmentId(), points_world(clickedNode)[-1]
         # A newer click supersedes the request still running for an older one (same channel).
         self._startInteractive("deepgrow", lambda: self.logic.prepareDeepgrow(
             pn.inputVolume, pn.outputSegmentation, segmentId, pn.deepgrowModel, foreground, background, clicked),
@@ -633,7 +656,7 @@ class ClaraAWSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onUndo(self) -> None:
         try:
             self.logic.undo(self._parameterNode.outputSegmentation)
-            self._setStatus(_("Last AI edit undone."))
+            self._setStatus(self.logic.lastUndoSummary or _("Last AI edit undone."))
         except Exception as error:
             self._showError(_("Undo failed."), error)
         self._updateInteractiveGui()

@@ -177,6 +177,19 @@ def test_widget_module_stays_thin(module_source):
         assert forbidden not in module_source
 
 
+def test_point_lists_are_made_only_by_the_tools_and_stop_with_the_module(module_source):
+    # Lists made on module open became Slicer's active place list; observers that outlived the module sent
+    # deepgrow requests for points placed in other modules (scene_point_lists.ToolPointLists owns both now).
+    assert '"vtkMRMLMarkupsFiducialNode"' not in module_source
+    assert "PointPositionDefinedEvent, self.onDeepgrowPoint" not in module_source
+    tree = ast.parse(module_source)
+    methods = {node.name: ast.unparse(node) for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    for method in ("exit", "onSceneStartClose"):
+        assert "self._stopTools()" in methods[method], f"{method} must stop the interactive tools"
+    assert "self.pointTools.deactivate()" in methods["_stopTools"]
+    assert "placeModeEnabled = False" in methods["_stopTools"]
+
+
 # --- packaging -----------------------------------------------------------------------------
 def test_cmake_lists_every_library_file_and_nothing_else():
     listed = cmake_list(MODULE_CMAKE.read_text(), "MODULE_PYTHON_SCRIPTS")
