@@ -202,3 +202,24 @@ def voxel_to_world(volume_node, ijk: Sequence[float]) -> List[float]:
     world = [0.0, 0.0, 0.0]
     volume_node.TransformPointToWorld(local, world)
     return list(world)
+
+
+def extreme_points(mask: np.ndarray) -> List[List[int]]:
+    """The six extreme voxels [i, j, k] of a mask, one at each end of each axis."""
+    k, j, i = np.nonzero(mask)
+    points = []
+    for axis in (i, j, k):
+        for index in (int(np.argmin(axis)), int(np.argmax(axis))):
+            points.append([int(i[index]), int(j[index]), int(k[index])])
+    return points
+
+
+def centre_voxel(mask: np.ndarray) -> List[int]:
+    k, j, i = np.nonzero(mask)
+    middle = np.argmin((k - k.mean()) ** 2 + (j - j.mean()) ** 2 + (i - i.mean()) ** 2)
+    return [int(i[middle]), int(j[middle]), int(k[middle])]
+
+
+def world_points(volume_node, voxels) -> List[List[float]]:
+    return [voxel_to_world(volume_node, voxel) for voxel in voxels]
+

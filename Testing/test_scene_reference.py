@@ -54,24 +54,7 @@ def logic(harness, server):
     logic.cleanup()
 
 
-def _extreme_points(mask: np.ndarray):
-    """The six extreme voxels [i, j, k] of a mask, one at each end of each axis."""
-    k, j, i = np.nonzero(mask)
-    points = []
-    for axis in (i, j, k):
-        for index in (int(np.argmin(axis)), int(np.argmax(axis))):
-            points.append([int(i[index]), int(j[index]), int(k[index])])
-    return points
-
-
-def _centre_voxel(mask: np.ndarray):
-    k, j, i = np.nonzero(mask)
-    middle = np.argmin((k - k.mean()) ** 2 + (j - j.mean()) ** 2 + (i - i.mean()) ** 2)
-    return [int(i[middle]), int(j[middle]), int(k[middle])]
-
-
-def _world(volume_node, voxels):
-    return [ss.voxel_to_world(volume_node, voxel) for voxel in voxels]
+_extreme_points, _centre_voxel, _world = ss.extreme_points, ss.centre_voxel, ss.world_points
 
 
 def test_auto_segment_matches_the_model_run_directly(harness, phantom, direct, volume_node, logic):

@@ -49,23 +49,7 @@ def volume_node(harness, phantom):
     return ss.add_volume(harness, phantom.ct, transform_node=ss.add_transform(harness, ss.linear_transform()))
 
 
-def _extreme_points(mask):
-    k, j, i = np.nonzero(mask)
-    points = []
-    for axis in (i, j, k):
-        for index in (int(np.argmin(axis)), int(np.argmax(axis))):
-            points.append([int(i[index]), int(j[index]), int(k[index])])
-    return points
-
-
-def _centre(mask):
-    k, j, i = np.nonzero(mask)
-    middle = np.argmin((k - k.mean()) ** 2 + (j - j.mean()) ** 2 + (i - i.mean()) ** 2)
-    return [int(i[middle]), int(j[middle]), int(k[middle])]
-
-
-def _world(volume_node, voxels):
-    return [ss.voxel_to_world(volume_node, voxel) for voxel in voxels]
+_extreme_points, _centre, _world = ss.extreme_points, ss.centre_voxel, ss.world_points
 
 
 def _user_masks(phantom):
@@ -218,7 +202,8 @@ def test_an_edit_of_a_converted_surface_survives_save_and_reload(harness, phanto
         logic.cleanup()
 
 
+
 def _debug_diff(a, b):
-    sa = {tuple(p) for p in a.tolist()}
-    sb = {tuple(p) for p in b.tolist()}
-    return sorted(sa - sb)[:10], sorted(sb - sa)[:10]
+    only_a = {tuple(p) for p in a.tolist()} - {tuple(p) for p in b.tolist()}
+    only_b = {tuple(p) for p in b.tolist()} - {tuple(p) for p in a.tolist()}
+    return sorted(only_a)[:10], sorted(only_b)[:10]

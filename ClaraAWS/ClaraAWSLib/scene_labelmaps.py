@@ -146,13 +146,7 @@ def write_box(image, box: Sequence[int], values: np.ndarray) -> None:
         if current.size:
             array[box_slices(extent, grown)] = current
         array[box_slices(box, grown)] = values
-        matrix = vtk.vtkMatrix4x4()
-        image.GetImageToWorldMatrix(matrix)
-        scalars = numpy_support.numpy_to_vtk(array.ravel(), deep=True)
-        scalars.SetName("labels")
-        image.SetExtent(*grown)
-        image.GetPointData().SetScalars(scalars)
-        image.SetImageToWorldMatrix(matrix)
+        _replace_voxels(image, grown, array)
     else:
         current[box_slices(box, extent)] = values
         image.GetPointData().GetScalars().Modified()
@@ -164,15 +158,19 @@ def crop_to(image, box: Sequence[int]) -> None:
     extent = layer_extent(image)
     if box_is_empty(extent) or tuple(box) == extent:
         return
-    kept = np.ascontiguousarray(layer_view(image)[box_slices(box, extent)])
+    _replace_voxels(image, box, np.ascontiguousarray(layer_view(image)[box_slices(box, extent)]))
+    image.Modified()
+
+
+def _replace_voxels(image, extent: Sequence[int], array: np.ndarray) -> None:
+    """Give the image new voxels and extent in place (segments sharing it keep pointing at it), same lattice."""
     matrix = vtk.vtkMatrix4x4()
     image.GetImageToWorldMatrix(matrix)
-    scalars = numpy_support.numpy_to_vtk(kept.ravel(), deep=True)
+    scalars = numpy_support.numpy_to_vtk(array.ravel(), deep=True)
     scalars.SetName("labels")
-    image.SetExtent(*box)
+    image.SetExtent(*extent)
     image.GetPointData().SetScalars(scalars)
     image.SetImageToWorldMatrix(matrix)
-    image.Modified()
 
 
 def make_empty(image) -> None:
