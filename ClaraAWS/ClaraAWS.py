@@ -2,7 +2,7 @@
 
 This file holds only Qt and module boilerplate. Protocol, geometry and scene work live in
 ClaraAWSLib (``ClaraAWSLogic``); background jobs, the run state machine, settings and panel text are
-pure helpers there too. Network calls run on worker threads (ClaraAWSLib.jobs) that this panel polls
+pure helpers there too. Network calls run on worker threads (ClaraAWSLib.panel.jobs) that this panel polls
 with a QTimer, so MRML is touched only on the GUI thread.
 """
 
@@ -15,7 +15,7 @@ import qt
 import vtk
 
 import slicer
-from ClaraAWSLib.scene_point_lists import points_world
+from ClaraAWSLib.scene.point_lists import points_world
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -24,13 +24,13 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from ClaraAWSLib import model_choices, settings_store, slicer_app
-from ClaraAWSLib.errors import ClaraError
-from ClaraAWSLib.jobs import JobRunner
-from ClaraAWSLib.processing_state import (PanelInputs, ProcessingStateMachine, annotate_blocker, apply_button_view,
+from ClaraAWSLib.panel import model_choices, settings_store, slicer_app
+from ClaraAWSLib.core.errors import ClaraError
+from ClaraAWSLib.panel.jobs import JobRunner
+from ClaraAWSLib.panel.processing_state import (PanelInputs, ProcessingStateMachine, annotate_blocker, apply_button_view,
                                           auto_segment_blocker, extreme_points_text, inputs_editable,
                                           interactive_blocker, progress_visible, result_actions_visible)
-from ClaraAWSLib.progress_text import Stage, StageProgress, describe, describe_any, error_text
+from ClaraAWSLib.core.progress import Stage, StageProgress, describe, describe_any, error_text
 
 BOTO3_REQUIREMENT = "boto3>=1.26"
 POLL_INTERVAL_MS = 100
@@ -103,7 +103,7 @@ class ClaraAWSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         from ClaraAWSLib import ClaraAWSLogic
 
-        from ClaraAWSLib.scene_point_lists import ToolPointLists
+        from ClaraAWSLib.scene.point_lists import ToolPointLists
 
         self.logic = ClaraAWSLogic(slicer.mrmlScene)
         self.logic.confirmSourceConversion = slicer_app.confirm_source_conversion
@@ -670,7 +670,7 @@ class ClaraAWSTest(ScriptedLoadableModuleTest):
 
     @staticmethod
     def _startServerAndPhantom():
-        from ClaraAWSLib.phantom import make_phantom
+        from ClaraAWSLib.synthetic.phantom import make_phantom
         from ClaraAWSLib.server import ReferenceServer
 
         phantom = make_phantom(size=(64, 64, 32), spacing=(4.0, 4.0, 8.0))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ClaraAWSLib.geometry import ImageGrid, Volume
+from ClaraAWSLib.core.geometry import ImageGrid, Volume
 
 
 def rotation(degrees_x: float, degrees_y: float, degrees_z: float) -> np.ndarray:
@@ -56,7 +56,7 @@ def reference_server():
 
 @pytest.fixture(scope="session")
 def phantom_small():
-    from ClaraAWSLib.phantom import make_phantom
+    from ClaraAWSLib.synthetic.phantom import make_phantom
 
     return make_phantom(size=(96, 96, 40), spacing=(3.2, 3.2, 6.0), seed=3)
 

@@ -110,8 +110,8 @@ class _MisbehavingHandler(_QuietHandler):
         elif behaviour == "far-away-result" and self.command == "GET":
             self.answer(200, json.dumps({"name": "m", "type": "segmentation", "labels": ["x"]}).encode(), "application/json")
         elif behaviour == "far-away-result":  # a label image whose header puts it 5 m from the patient
-            from ClaraAWSLib.geometry import ImageGrid, Volume
-            from ClaraAWSLib.imageio import encode_volume
+            from ClaraAWSLib.core.geometry import ImageGrid, Volume
+            from ClaraAWSLib.core.imageio import encode_volume
 
             far = Volume(np.ones((4, 4, 4), np.uint8), ImageGrid((4, 4, 4), (1, 1, 1), (5000.0, 0.0, 0.0)))
             body = (b'--b\r\nContent-Disposition: form-data; name="result"; filename="r.nii.gz"\r\n\r\n'

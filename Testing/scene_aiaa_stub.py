@@ -17,9 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from ClaraAWSLib.geometry import ImageGrid, Volume, resample_labels_to_grid
-from ClaraAWSLib.imageio import decode_image, encode_volume
-from ClaraAWSLib.multipart import parse_multipart
+from ClaraAWSLib.core.geometry import ImageGrid, Volume, resample_labels_to_grid
+from ClaraAWSLib.core.imageio import decode_image, encode_volume
+from ClaraAWSLib.core.multipart import parse_multipart
 
 LOW_HU, HIGH_HU = 60, 140
 MODELS = [

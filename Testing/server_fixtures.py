@@ -1,6 +1,6 @@
 """Helpers for testing the reference server over real sockets with plain ``requests`` (not our client).
 
-Requests are built and responses parsed here independently of ClaraAWSLib.multipart/client, so the
+Requests are built and responses parsed here independently of ClaraAWSLib.core.multipart/client, so the
 server's tests do not depend on the code they are meant to check.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import requests
 import SimpleITK as sitk
 
-from ClaraAWSLib.geometry import Volume
+from ClaraAWSLib.core.geometry import Volume
 
 
 def write_volume(volume: Volume, path: Path) -> Path:

@@ -14,8 +14,8 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from ClaraAWSLib.geometry import ImageGrid, Volume
-from ClaraAWSLib.scene_setup import SceneServices, ensure_scene_services
+from ClaraAWSLib.core.geometry import ImageGrid, Volume
+from ClaraAWSLib.scene.setup import SceneServices, ensure_scene_services
 
 
 @dataclass

@@ -35,7 +35,7 @@ from aws_fixtures import (  # noqa: E402
 )
 
 from ClaraAWSLib import aws  # noqa: E402
-from ClaraAWSLib.errors import DiscoveryError, InputError  # noqa: E402
+from ClaraAWSLib.core.errors import DiscoveryError, InputError  # noqa: E402
 
 PROD_ELB = "Clara-prod-1234567890.us-east-1.elb.amazonaws.com"
 LAB_ELB = "Clara-lab-222.us-east-1.elb.amazonaws.com"
@@ -319,7 +319,7 @@ def test_throttling_is_retried_until_it_succeeds(account):
 
 
 def test_throttling_that_persists_gives_readable_error(moto_endpoint, aws_env, monkeypatch):
-    monkeypatch.setattr(aws, "RETRY_ATTEMPTS", 2)  # one retry: shorter backoff sleep, same code path
+    monkeypatch.setattr(aws.discovery, "RETRY_ATTEMPTS", 2)  # one retry: shorter backoff sleep, same code path
     with ThrottlingProxy(moto_endpoint, throttle=100) as proxy:
         with pytest.raises(aws.ThrottledError) as caught:
             aws.discover(region="us-east-1", endpoint_url=proxy.endpoint)

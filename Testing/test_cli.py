@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ClaraAWSLib.imageio import write_image_file
+from ClaraAWSLib.core.imageio import write_image_file
 
 
 def clara_aws(*args, env=None, timeout=120):

@@ -8,9 +8,9 @@ import threading
 import numpy as np
 import pytest
 
-from ClaraAWSLib import errors
-from ClaraAWSLib.client import AIAAClient
-from ClaraAWSLib.imageio import encode_volume, write_image_file
+from ClaraAWSLib.core import errors
+from ClaraAWSLib.backends.aiaa.client import AIAAClient
+from ClaraAWSLib.core.imageio import encode_volume, write_image_file
 
 
 def test_models_are_listed_and_filtered(reference_server):

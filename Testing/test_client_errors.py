@@ -11,9 +11,9 @@ import socket
 import numpy as np
 import pytest
 
-from ClaraAWSLib import errors
-from ClaraAWSLib.client import AIAAClient, normalise_base_url
-from ClaraAWSLib.geometry import ImageGrid, Volume
+from ClaraAWSLib.core import errors
+from ClaraAWSLib.backends.aiaa.client import AIAAClient, normalise_base_url
+from ClaraAWSLib.core.geometry import ImageGrid, Volume
 
 TINY = Volume(np.zeros((4, 5, 6), np.int16), ImageGrid((6, 5, 4), (1, 1, 1), (0, 0, 0)))
 

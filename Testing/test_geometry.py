@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ClaraAWSLib.errors import GeometryError, InputError
-from ClaraAWSLib.geometry import ImageGrid, Volume, result_on_grid
+from ClaraAWSLib.core.errors import GeometryError, InputError
+from ClaraAWSLib.core.geometry import ImageGrid, Volume, result_on_grid
 
 from conftest import rotation
 

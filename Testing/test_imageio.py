@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ClaraAWSLib.errors import GeometryError, InputError, MalformedResponseError
-from ClaraAWSLib.geometry import ImageGrid, Volume
-from ClaraAWSLib.imageio import decode_image, encode_volume, parallel_gzip, read_image_file, write_image_file
+from ClaraAWSLib.core.errors import GeometryError, InputError, MalformedResponseError
+from ClaraAWSLib.core.geometry import ImageGrid, Volume
+from ClaraAWSLib.core.imageio import decode_image, encode_volume, parallel_gzip, read_image_file, write_image_file
 
 from conftest import rotation
 
@@ -55,7 +55,7 @@ def test_other_formats_decode_through_simpleitk(tmp_path, oblique_volume, suffix
 
 
 def test_upload_is_one_ordinary_gzip_member_even_across_many_blocks(monkeypatch):
-    import ClaraAWSLib.imageio as imageio
+    import ClaraAWSLib.core.imageio as imageio
 
     monkeypatch.setattr(imageio, "COMPRESSION_BLOCK_BYTES", 1000)  # many blocks, odd boundaries
     data = np.random.default_rng(0).integers(0, 50, size=123457, dtype=np.uint8).tobytes()
@@ -105,7 +105,7 @@ def test_a_4d_or_empty_volume_is_refused(tmp_path):
     [([0, 1, 2], np.float32, np.uint8), ([0, 1, 300], np.int64, np.uint16), ([0.0, 0.9999999, 2.0000001], np.float64, np.uint8)],
 )
 def test_results_become_unsigned_labels(values, dtype, expected):
-    from ClaraAWSLib.imageio import as_label_volume
+    from ClaraAWSLib.core.imageio import as_label_volume
 
     grid = ImageGrid((3, 1, 1), (1, 1, 1), (0, 0, 0))
     labels = as_label_volume(Volume(np.array(values, dtype).reshape(1, 1, 3), grid))
@@ -114,7 +114,7 @@ def test_results_become_unsigned_labels(values, dtype, expected):
 
 @pytest.mark.parametrize("values", [[0.0, 0.5, 1.0], [0, -1, 2], [0.0, float("nan"), 1.0]])
 def test_probability_maps_and_negative_values_are_not_labels(values):
-    from ClaraAWSLib.imageio import as_label_volume
+    from ClaraAWSLib.core.imageio import as_label_volume
 
     grid = ImageGrid((3, 1, 1), (1, 1, 1), (0, 0, 0))
     with pytest.raises(MalformedResponseError, match="not labels|not a label image"):
@@ -123,8 +123,8 @@ def test_probability_maps_and_negative_values_are_not_labels(values):
 
 @pytest.mark.parametrize("stop", [0, 1, 9, 24])
 def test_an_edit_may_inflate_only_the_slices_it_needs(tmp_path, oblique_volume, stop, monkeypatch):
-    import ClaraAWSLib.imageio as imageio
-    from ClaraAWSLib.imageio import SliceLimit
+    import ClaraAWSLib.core.imageio as imageio
+    from ClaraAWSLib.core.imageio import SliceLimit
 
     monkeypatch.setattr(imageio, "COMPRESSION_BLOCK_BYTES", 4096)  # several gzip blocks, as on big volumes
     labels = Volume((oblique_volume.array > 100).astype(np.uint8) + 1, oblique_volume.grid)
@@ -135,7 +135,7 @@ def test_an_edit_may_inflate_only_the_slices_it_needs(tmp_path, oblique_volume, 
 
 
 def test_a_result_on_another_grid_is_decoded_whole_even_when_slices_are_limited(oblique_volume):
-    from ClaraAWSLib.imageio import SliceLimit
+    from ClaraAWSLib.core.imageio import SliceLimit
 
     other = ImageGrid(oblique_volume.grid.size, (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
     labels = Volume(np.ones(oblique_volume.array.shape, np.uint8), other)

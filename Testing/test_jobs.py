@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from ClaraAWSLib.errors import CancelledError
-from ClaraAWSLib.jobs import JobOutcome, JobRunner
+from ClaraAWSLib.core.errors import CancelledError
+from ClaraAWSLib.panel.jobs import JobOutcome, JobRunner
 
 WAIT_SECONDS = 10.0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ClaraAWSLib.model_choices import (
+from ClaraAWSLib.panel.model_choices import (
     ANNOTATION_TYPES,
     AUTO_SEGMENT_TYPES,
     DEEPGROW_TYPES,

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from ClaraAWSLib.errors import CancelledError, MalformedResponseError
-from ClaraAWSLib.multipart import FilePart, MultipartBody, parse_multipart
+from ClaraAWSLib.core.errors import CancelledError, MalformedResponseError
+from ClaraAWSLib.core.multipart import FilePart, MultipartBody, parse_multipart
 
 
 def test_body_round_trips_through_the_parser_and_reports_progress():

@@ -17,10 +17,10 @@ pytestmark = pytest.mark.slicer
 
 import slicer_scene as ss  # noqa: E402
 from ClaraAWSLib import ClaraAWSLogic  # noqa: E402
-from ClaraAWSLib.jobs import JobOutcome, JobRunner  # noqa: E402
-from ClaraAWSLib.phantom import make_phantom  # noqa: E402
-from ClaraAWSLib.processing_state import ProcessingState, ProcessingStateMachine  # noqa: E402
-from ClaraAWSLib.progress_text import describe_any  # noqa: E402
+from ClaraAWSLib.panel.jobs import JobOutcome, JobRunner  # noqa: E402
+from ClaraAWSLib.synthetic.phantom import make_phantom  # noqa: E402
+from ClaraAWSLib.panel.processing_state import ProcessingState, ProcessingStateMachine  # noqa: E402
+from ClaraAWSLib.core.progress import describe_any  # noqa: E402
 
 WAIT_SECONDS = 60.0
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ClaraAWSLib.geometry import ImageGrid, resample_labels_to_grid
-from ClaraAWSLib.phantom import HU, PHANTOM_LABELS, make_phantom, oblique_direction, write_phantom
+from ClaraAWSLib.core.geometry import ImageGrid, resample_labels_to_grid
+from ClaraAWSLib.synthetic.phantom import HU, PHANTOM_LABELS, make_phantom, oblique_direction, write_phantom
 
 SMALL = (96, 96, 40)
 OBLIQUE = dict(
@@ -136,7 +136,7 @@ def test_write_phantom_writes_ct_and_truth_nifti_with_full_geometry(tmp_path):
 
 
 def test_bad_sizes_are_refused_with_one_sentence():
-    from ClaraAWSLib.errors import GeometryError, InputError
+    from ClaraAWSLib.core.errors import GeometryError, InputError
 
     with pytest.raises(InputError, match="three positive"):
         make_phantom(size=(0, 10, 10))

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from ClaraAWSLib.processing_state import (
+from ClaraAWSLib.panel.processing_state import (
     ALLOWED_TRANSITIONS,
     CANCEL_TEXT,
     START_TEXT,
@@ -124,7 +124,7 @@ def test_panel_visibility_rules():
     assert [s for s in S if inputs_editable(s)] == [S.IDLE, S.DONE, S.FAILED]
 
 
-from ClaraAWSLib.processing_state import (  # noqa: E402
+from ClaraAWSLib.panel.processing_state import (  # noqa: E402
     PanelInputs,
     annotate_blocker,
     auto_segment_blocker,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ClaraAWSLib.progress_text import ProgressView, Stage, StageProgress, describe, describe_any
+from ClaraAWSLib.core.progress import ProgressView, Stage, StageProgress, describe, describe_any
 
 
 def test_upload_shows_megabytes_and_percent():
@@ -56,8 +56,8 @@ def test_describe_any_accepts_the_client_upload_callback_shape_and_mappings():
 
 
 def test_error_text_of_a_clara_error_keeps_its_sentence_and_details():
-    from ClaraAWSLib.errors import GatewayTimeoutError
-    from ClaraAWSLib.progress_text import error_text
+    from ClaraAWSLib.core.errors import GatewayTimeoutError
+    from ClaraAWSLib.core.progress import error_text
 
     error = GatewayTimeoutError("The load balancer gave up after 60 s; raise its idle timeout.", status=504,
                                 details="<html>504 Gateway Time-out</html>")
@@ -68,7 +68,7 @@ def test_error_text_of_a_clara_error_keeps_its_sentence_and_details():
 
 
 def test_error_text_of_an_unexpected_error_puts_the_traceback_in_details():
-    from ClaraAWSLib.progress_text import error_text
+    from ClaraAWSLib.core.progress import error_text
 
     try:
         {}["missing"]

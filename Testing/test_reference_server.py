@@ -24,7 +24,7 @@ import pytest
 import requests
 import SimpleITK as sitk
 
-from ClaraAWSLib.phantom import make_phantom, oblique_direction
+from ClaraAWSLib.synthetic.phantom import make_phantom, oblique_direction
 from ClaraAWSLib.server import (
     ModelInput,
     PhantomOrganSegmenter,

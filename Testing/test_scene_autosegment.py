@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slicer
 
 import slicer_scene as ss  # noqa: E402
 from ClaraAWSLib import ClaraAWSLogic  # noqa: E402
-from ClaraAWSLib.errors import (  # noqa: E402
+from ClaraAWSLib.core.errors import (  # noqa: E402
     ClaraError,
     GeometryError,
     InputError,
@@ -21,9 +21,9 @@ from ClaraAWSLib.errors import (  # noqa: E402
     RemoteError,
     ServerUnreachableError,
 )
-from ClaraAWSLib.geometry import ImageGrid, Volume, resample_labels_to_grid  # noqa: E402
-from ClaraAWSLib.imageio import decode_image, encode_volume  # noqa: E402
-from ClaraAWSLib.phantom import make_phantom  # noqa: E402
+from ClaraAWSLib.core.geometry import ImageGrid, Volume, resample_labels_to_grid  # noqa: E402
+from ClaraAWSLib.core.imageio import decode_image, encode_volume  # noqa: E402
+from ClaraAWSLib.synthetic.phantom import make_phantom  # noqa: E402
 from scene_aiaa_stub import CROP_BOX, coarser, threshold_labels  # noqa: E402
 
 VOLUME_NAME = "Patient-Doe-CT-secret"

@@ -12,9 +12,9 @@ import slicer  # noqa: E402
 import vtk  # noqa: E402
 
 import slicer_scene as ss  # noqa: E402
-from ClaraAWSLib.errors import GeometryError, InputError  # noqa: E402
-from ClaraAWSLib.geometry import ImageGrid, Volume  # noqa: E402
-from ClaraAWSLib.scene_export import export_volume, ijk_to_ras_matrix, volume_grid  # noqa: E402
+from ClaraAWSLib.core.errors import GeometryError, InputError  # noqa: E402
+from ClaraAWSLib.core.geometry import ImageGrid, Volume  # noqa: E402
+from ClaraAWSLib.scene.export import export_volume, ijk_to_ras_matrix, volume_grid  # noqa: E402
 
 
 def _random_volume(grid: ImageGrid, dtype=np.int16, seed=1) -> Volume:

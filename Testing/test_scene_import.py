@@ -13,11 +13,11 @@ import vtk  # noqa: E402
 
 import segment_layouts as sl  # noqa: E402
 import slicer_scene as ss  # noqa: E402
-from ClaraAWSLib.errors import GeometryError  # noqa: E402
-from ClaraAWSLib.geometry import ImageGrid, Volume, resample_labels_to_grid  # noqa: E402
-from ClaraAWSLib.scene_import import LabelSegment, import_label_volume, segments_for_labels  # noqa: E402
-from ClaraAWSLib.scene_terminology import terminology_tag  # noqa: E402
-from ClaraAWSLib.scene_undo import read_tag  # noqa: E402
+from ClaraAWSLib.core.errors import GeometryError  # noqa: E402
+from ClaraAWSLib.core.geometry import ImageGrid, Volume, resample_labels_to_grid  # noqa: E402
+from ClaraAWSLib.scene.importer import LabelSegment, import_label_volume, segments_for_labels  # noqa: E402
+from ClaraAWSLib.scene.terminology import terminology_tag  # noqa: E402
+from ClaraAWSLib.scene.undo import read_tag  # noqa: E402
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import slicer  # noqa: E402
 
 import slicer_scene as ss  # noqa: E402
 from ClaraAWSLib import ClaraAWSLogic  # noqa: E402
-from ClaraAWSLib.errors import CancelledError, GeometryError, InputError, RemoteError  # noqa: E402
-from ClaraAWSLib.geometry import ImageGrid, Volume  # noqa: E402
+from ClaraAWSLib.core.errors import CancelledError, GeometryError, InputError, RemoteError  # noqa: E402
+from ClaraAWSLib.core.geometry import ImageGrid, Volume  # noqa: E402
 from scene_aiaa_stub import CROP_BOX, threshold_labels  # noqa: E402
 
 MODEL = "odd_grow"
@@ -137,7 +137,7 @@ def test_an_older_answer_is_dropped_even_before_the_newer_one_is_applied(harness
 
 
 def test_progress_reaches_a_gui_as_single_payloads(harness, stub, volume_node, segmentation, logic):
-    from ClaraAWSLib.progress_text import Stage, StageProgress, describe_any
+    from ClaraAWSLib.core.progress import Stage, StageProgress, describe_any
 
     payloads = []
     request = logic.prepareDeepgrow(volume_node, segmentation, None, MODEL, _world(volume_node, [[30, 36, 15]]))

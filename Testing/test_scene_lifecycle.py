@@ -43,7 +43,7 @@ def test_scenes_and_logics_dropped_without_cleanup_do_not_crash_the_interpreter(
         import slicer
         import slicer_scene as ss
         from ClaraAWSLib import ClaraAWSLogic
-        from ClaraAWSLib.geometry import Volume
+        from ClaraAWSLib.core.geometry import Volume
         from ClaraAWSLib.server import ReferenceServer
         with ReferenceServer() as server:
             for round in range(3):

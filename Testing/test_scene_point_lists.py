@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("slicer")
 pytestmark = pytest.mark.slicer
 
-from ClaraAWSLib.scene_point_lists import INTERACTION_NODE_ID, SELECTION_NODE_ID, ToolPointLists  # noqa: E402
+from ClaraAWSLib.scene.point_lists import INTERACTION_NODE_ID, SELECTION_NODE_ID, ToolPointLists  # noqa: E402
 
 
 @pytest.fixture

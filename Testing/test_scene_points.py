@@ -11,10 +11,10 @@ pytestmark = pytest.mark.slicer
 import vtk  # noqa: E402
 
 import slicer_scene as ss  # noqa: E402
-from ClaraAWSLib.errors import InputError  # noqa: E402
-from ClaraAWSLib.geometry import Volume  # noqa: E402
-from ClaraAWSLib.scene_export import volume_grid  # noqa: E402
-from ClaraAWSLib.scene_points import points_to_indices  # noqa: E402
+from ClaraAWSLib.core.errors import InputError  # noqa: E402
+from ClaraAWSLib.core.geometry import Volume  # noqa: E402
+from ClaraAWSLib.scene.export import volume_grid  # noqa: E402
+from ClaraAWSLib.scene.points import points_to_indices  # noqa: E402
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ import slicer  # noqa: E402
 import segment_layouts as sl  # noqa: E402
 import slicer_scene as ss  # noqa: E402
 from ClaraAWSLib import ClaraAWSLogic  # noqa: E402
-from ClaraAWSLib.client import AIAAClient  # noqa: E402
-from ClaraAWSLib.errors import InputError  # noqa: E402
-from ClaraAWSLib.phantom import make_phantom, oblique_direction  # noqa: E402
+from ClaraAWSLib.backends.aiaa.client import AIAAClient  # noqa: E402
+from ClaraAWSLib.core.errors import InputError  # noqa: E402
+from ClaraAWSLib.synthetic.phantom import make_phantom, oblique_direction  # noqa: E402
 
 SEGMENTATION_MODEL = "phantom_abdomen_seg"
 ANNOTATION_MODEL = "region_grow_annotation"

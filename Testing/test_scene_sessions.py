@@ -14,10 +14,10 @@ pytestmark = pytest.mark.slicer
 import slicer  # noqa: E402
 
 import slicer_scene as ss  # noqa: E402
-from ClaraAWSLib.errors import CancelledError, ServerUnreachableError  # noqa: E402
-from ClaraAWSLib.geometry import Volume  # noqa: E402
-from ClaraAWSLib.scene_export import export_volume  # noqa: E402
-from ClaraAWSLib.scene_sessions import SessionCache, VolumeSession, volume_fingerprint  # noqa: E402
+from ClaraAWSLib.core.errors import CancelledError, ServerUnreachableError  # noqa: E402
+from ClaraAWSLib.core.geometry import Volume  # noqa: E402
+from ClaraAWSLib.scene.export import export_volume  # noqa: E402
+from ClaraAWSLib.scene.sessions import SessionCache, VolumeSession, volume_fingerprint  # noqa: E402
 
 
 class CountingClient:
@@ -119,7 +119,7 @@ def test_cache_replaces_a_stale_entry_and_closes_its_session(harness, volume_nod
 
 
 def test_background_closes_never_hold_the_calling_thread():
-    from ClaraAWSLib.scene_sessions import BackgroundCloser
+    from ClaraAWSLib.scene.sessions import BackgroundCloser
 
     class SlowCloser(CountingClient):
         def close_session(self, session):

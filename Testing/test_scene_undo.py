@@ -18,8 +18,8 @@ from vtk.util import numpy_support  # noqa: E402
 import segment_layouts as sl  # noqa: E402
 import slicer_scene as ss  # noqa: E402
 from ClaraAWSLib import ClaraAWSLogic  # noqa: E402
-from ClaraAWSLib.geometry import ImageGrid, Volume  # noqa: E402
-from ClaraAWSLib.scene_undo import UndoEntry, UndoHistory, UndoRefusedError  # noqa: E402
+from ClaraAWSLib.core.geometry import ImageGrid, Volume  # noqa: E402
+from ClaraAWSLib.scene.undo import UndoEntry, UndoHistory, UndoRefusedError  # noqa: E402
 from scene_aiaa_stub import CROP_BOX  # noqa: E402
 
 MODEL = "odd_grow"

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from ClaraAWSLib import settings_store as ss
-from ClaraAWSLib.errors import InputError
+from ClaraAWSLib.panel import settings_store as ss
+from ClaraAWSLib.core.errors import InputError
 
 
 class QSettingsLikeStore(ss.MemorySettingsStore):

@@ -173,7 +173,7 @@ def test_no_api_removed_from_current_python_or_numpy(path):
 
 def test_widget_module_stays_thin(module_source):
     assert len(module_source.splitlines()) < 750
-    for forbidden in ("import requests", "import SimpleITK", "from ClaraAWSLib.client", "urllib"):
+    for forbidden in ("import requests", "import SimpleITK", "from ClaraAWSLib.backends.aiaa.client", "urllib"):
         assert forbidden not in module_source
 
 

@@ -12,7 +12,7 @@ __all__ = ["ClaraAWSLogic", "__version__"]
 
 def __getattr__(name):
     if name == "ClaraAWSLogic":
-        from .logic import ClaraAWSLogic
+        from .scene.logic import ClaraAWSLogic
 
         return ClaraAWSLogic
     raise AttributeError(f"module 'ClaraAWSLib' has no attribute {name!r}")

@@ -18,9 +18,9 @@ import time
 
 import numpy as np
 
-from ClaraAWSLib.client import AIAAClient
-from ClaraAWSLib.imageio import SliceLimit, encode_volume
-from ClaraAWSLib.phantom import make_phantom
+from ClaraAWSLib.backends.aiaa.client import AIAAClient
+from ClaraAWSLib.core.imageio import SliceLimit, encode_volume
+from ClaraAWSLib.synthetic.phantom import make_phantom
 from ClaraAWSLib.server import ReferenceServer
 
 DEEPGROW_MODEL = "region_grow_deepgrow"

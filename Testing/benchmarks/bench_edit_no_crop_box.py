@@ -34,7 +34,7 @@ def main() -> None:
 
     import slicer_scene as ss
     from ClaraAWSLib import ClaraAWSLogic
-    from ClaraAWSLib.phantom import make_phantom
+    from ClaraAWSLib.synthetic.phantom import make_phantom
     from ClaraAWSLib.server import ReferenceServer
 
     size = tuple(int(v) for v in args.size.split(","))

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ClaraAWSLib.imageio import decode_image, encode_volume
-from ClaraAWSLib.phantom import make_phantom
+from ClaraAWSLib.core.imageio import decode_image, encode_volume
+from ClaraAWSLib.synthetic.phantom import make_phantom
 
 
 def best_of(repeat, action):

@@ -28,8 +28,8 @@ import slicer  # noqa: E402
 
 import slicer_scene as ss  # noqa: E402
 from ClaraAWSLib import ClaraAWSLogic  # noqa: E402
-from ClaraAWSLib.imageio import write_image_file  # noqa: E402
-from ClaraAWSLib.phantom import make_phantom  # noqa: E402
+from ClaraAWSLib.core.imageio import write_image_file  # noqa: E402
+from ClaraAWSLib.synthetic.phantom import make_phantom  # noqa: E402
 from ClaraAWSLib.server import ReferenceServer  # noqa: E402
 
 MODEL = "phantom_abdomen_seg"

@@ -14,17 +14,17 @@ from typing import Iterable, List, Mapping, Optional, Sequence
 import numpy as np
 import slicer
 
-from . import scene_labelmaps as labelmaps
-from . import scene_placement as placement
-from .errors import GeometryError, MalformedResponseError
-from .geometry import Volume, result_on_grid
-from .imageio import as_label_volume
-from .scene_export import ijk_to_ras_matrix, volume_grid
-from .scene_terminology import assign_colors, terminology_tag
-from .scene_edit import SegmentWriteRequest, write_results
-from .scene_labelmaps import box_is_empty, box_slices, mask_bounds
-from .scene_undo import UndoEntry, created_segments_entry
-from .scene_write import SegmentResult
+from . import labelmaps
+from . import placement
+from ..core.errors import GeometryError, MalformedResponseError
+from ..core.geometry import Volume, result_on_grid
+from ..core.imageio import as_label_volume
+from .export import ijk_to_ras_matrix, volume_grid
+from .terminology import assign_colors, terminology_tag
+from .edit import SegmentWriteRequest, write_results
+from .labelmaps import box_is_empty, box_slices, mask_bounds
+from .undo import UndoEntry, created_segments_entry
+from .write_rule import SegmentResult
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import numpy as np
 import slicer
 import vtk
 
-from .errors import InputError
+from ..core.errors import InputError
 
 SEGMENT_EDITOR_SINGLETON_TAG = "SegmentEditor"
 

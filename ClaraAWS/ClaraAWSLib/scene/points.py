@@ -11,8 +11,8 @@ from typing import List, Sequence
 import numpy as np
 import vtk
 
-from .errors import InputError
-from .geometry import ImageGrid
+from ..core.errors import InputError
+from ..core.geometry import ImageGrid
 
 
 def world_to_local_matrix(volume_node) -> np.ndarray:

@@ -20,7 +20,7 @@ import logging
 from typing import Any, Mapping, Optional
 from urllib.parse import urlsplit
 
-from .aws_errors import (  # noqa: F401  (re-exported: callers catch them as aws.XxxError)
+from .errors import (  # noqa: F401  (re-exported: callers catch them as aws.XxxError)
     DESCRIBE_STACKS_ACTION,
     AccessDeniedError,
     AmbiguousStackError,
@@ -37,7 +37,7 @@ from .aws_errors import (  # noqa: F401  (re-exported: callers catch them as aws
     region_missing,
     translate_boto_error,
 )
-from .aws_stacks import (  # noqa: F401  (re-exported)
+from .stacks import (  # noqa: F401  (re-exported)
     OUTPUT_KEY,
     USABLE_STATES,
     Deployment,
@@ -48,7 +48,7 @@ from .aws_stacks import (  # noqa: F401  (re-exported)
     stack_rejection,
     unusable_clara_stacks,
 )
-from .errors import DiscoveryError, InputError
+from ..core.errors import DiscoveryError, InputError
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from . import __version__
-from .errors import (
+from ... import __version__
+from ...core.errors import (
     AuthorizationError,
     CancelledError,
     GatewayTimeoutError,
@@ -35,9 +35,9 @@ from .errors import (
     SessionExpiredError,
     TLSError,
 )
-from .geometry import Volume
-from .imageio import EncodedImage, SliceLimit, as_label_volume, decode_image, encode_volume, read_image_file
-from .multipart import CancelToken, FilePart, MultipartBody, ProgressCallback, parse_multipart
+from ...core.geometry import Volume
+from ...core.imageio import EncodedImage, SliceLimit, as_label_volume, decode_image, encode_volume, read_image_file
+from ...core.multipart import CancelToken, FilePart, MultipartBody, ProgressCallback, parse_multipart
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Inference on a large CT can take minutes without a byte on the wire.

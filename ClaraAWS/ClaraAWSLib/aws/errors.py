@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import DiscoveryError
+from ..core.errors import DiscoveryError
 
 #: The IAM permission discovery needs; named in access-denied messages.
 DESCRIBE_STACKS_ACTION = "cloudformation:DescribeStacks"

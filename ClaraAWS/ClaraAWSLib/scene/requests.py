@@ -15,16 +15,14 @@ from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from .errors import CancelledError, GeometryError
-from .geometry import ImageGrid, Volume, result_on_grid
-from .imageio import SliceLimit
-from .progress_text import Stage, StageProgress
-from .scene_labelmaps import EMPTY_BOX, Box, box_is_empty, box_slices, mask_bounds
-from .scene_write import SegmentResult
+from ..backends import AUTO_SEGMENT
+from ..core.errors import CancelledError, GeometryError
+from ..core.geometry import ImageGrid, Volume, result_on_grid
+from ..core.imageio import SliceLimit
+from ..core.progress import Stage, StageProgress
+from .labelmaps import EMPTY_BOX, Box, box_is_empty, box_slices, mask_bounds
+from .write_rule import SegmentResult
 
-AUTO_SEGMENT = "autoSegment"
-ANNOTATE = "annotate"
-DEEPGROW = "deepgrow"
 
 
 class RequestSequencer:
@@ -53,7 +51,7 @@ class SegmentationRequest:
     kind: str  # AUTO_SEGMENT, ANNOTATE or DEEPGROW
     client: Any
     model: Dict[str, Any]
-    endpoint: str  # client method: "inference", "dextr3d" or "deepgrow"
+    endpoint: str  # what the server calls the task (for progress text), from the backend
     grid: ImageGrid  # grid of the image as sent (the volume's own grid)
     volume_node_id: str
     segmentation_node_id: Optional[str]
@@ -111,9 +109,8 @@ class SegmentationRequest:
                 progress(StageProgress(Stage.ENCODING))
             source["image"] = self.volume
             self.uploaded = True
-        method = getattr(self.client, self.endpoint)
-        result = method(self.model_name, **self.call_arguments, **source, progress=report, cancel=cancel,
-                        download_progress=_download_reporter(progress))
+        result = self.client.run_task(self.kind, self.model, **self.call_arguments, **source, progress=report,
+                                      cancel=cancel, download_progress=_download_reporter(progress))
         self.volume = None  # the voxels are no longer needed; free them early
         for stage, seconds in (result.timings or {}).items():
             self.timings[stage] = self.timings.get(stage, 0.0) + float(seconds)

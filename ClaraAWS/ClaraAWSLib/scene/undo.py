@@ -23,10 +23,10 @@ import numpy as np
 import slicer
 import vtk
 
-from . import scene_labelmaps as lm
-from .errors import InputError
-from .scene_labelmaps import BINARY_LABELMAP
-from .scene_write import WriteOutcome, revert
+from . import labelmaps as lm
+from ..core.errors import InputError
+from .labelmaps import BINARY_LABELMAP
+from .write_rule import WriteOutcome, revert
 
 
 class UndoRefusedError(InputError):

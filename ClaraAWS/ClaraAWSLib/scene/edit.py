@@ -16,11 +16,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import slicer
 
-from .errors import InputError
-from .scene_labelmaps import BINARY_LABELMAP
-from .scene_terminology import Color, terminology_tag
-from .scene_undo import UndoEntry
-from .scene_write import EditRules, IntensitySource, SegmentResult, write_segment
+from ..core.errors import InputError
+from .labelmaps import BINARY_LABELMAP
+from .terminology import Color, terminology_tag
+from .undo import UndoEntry
+from .write_rule import EditRules, IntensitySource, SegmentResult, write_segment
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,8 @@ def write_results(segmentation_node, volume_node, requests: Sequence[SegmentWrit
 def _intensity_source(segmentation_node, volume_node, rules: EditRules) -> Optional[IntensitySource]:
     if rules.intensity_range is None:
         return None
-    from .scene_export import ijk_to_ras_matrix
-    from .scene_placement import volume_to_segmentation_frame
+    from .export import ijk_to_ras_matrix
+    from .placement import volume_to_segmentation_frame
 
     source = volume_node
     if rules.intensity_volume_id:

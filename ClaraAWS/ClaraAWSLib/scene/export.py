@@ -13,8 +13,8 @@ import numpy as np
 import vtk
 from vtk.util import numpy_support
 
-from .errors import GeometryError, InputError
-from .geometry import ImageGrid, Volume
+from ..core.errors import GeometryError, InputError
+from ..core.geometry import ImageGrid, Volume
 
 #: Volume node classes that are scalar in the MRML class tree but are not plain scalar intensities.
 _NOT_SCALAR_CLASSES: Tuple[Tuple[str, str], ...] = (

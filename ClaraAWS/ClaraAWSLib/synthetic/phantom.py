@@ -22,8 +22,8 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import InputError
-from .geometry import ImageGrid, Volume
+from ..core.errors import InputError
+from ..core.geometry import ImageGrid, Volume
 
 #: Label value v of the truth image is ``PHANTOM_LABELS[v - 1]``.
 PHANTOM_LABELS: Tuple[str, ...] = ("liver", "spleen", "left kidney", "right kidney")

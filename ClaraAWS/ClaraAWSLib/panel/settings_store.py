@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Protocol, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from .aws import normalise_alias
-from .errors import InputError
+from ..aws import normalise_alias
+from ..core.errors import InputError
 
 PREFIX = "ClaraAWS/"
 KEY_URL_HISTORY = PREFIX + "serverUrlHistory"

@@ -13,10 +13,10 @@ from typing import Dict, Sequence, TextIO
 
 import numpy as np
 
-from .client import AIAAClient
-from .geometry import result_on_grid
-from .imageio import encode_volume, write_image_file
-from .preview import overlay_colour, write_preview
+from ..backends.aiaa.client import AIAAClient
+from ..core.geometry import result_on_grid
+from ..core.imageio import encode_volume, write_image_file
+from ..synthetic.preview import overlay_colour, write_preview
 
 DEMO_MODEL = "phantom_abdomen_seg"
 
@@ -29,8 +29,8 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def run_demo(out: Path, size: Sequence[int] = (192, 192, 96), stream: TextIO = None) -> Dict[str, float]:
     import sys
 
-    from .phantom import make_phantom
-    from .server import ReferenceServer
+    from ..synthetic.phantom import make_phantom
+    from ..server import ReferenceServer
 
     stream = stream or sys.stdout
     out = Path(out)

@@ -13,9 +13,9 @@ import threading
 import time
 from typing import Callable, Dict, Hashable, Optional, Set
 
-from .errors import CancelledError, ClaraError
-from .geometry import ImageGrid, Volume
-from .scene_export import ijk_to_ras_matrix
+from ..core.errors import CancelledError, ClaraError
+from ..core.geometry import ImageGrid, Volume
+from .export import ijk_to_ras_matrix
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ import numpy as np
 import slicer
 from vtk.util import numpy_support
 
-from . import scene_labelmaps as lm
-from .errors import GeometryError
-from .scene_labelmaps import BINARY_LABELMAP, Box
+from . import labelmaps as lm
+from ..core.errors import GeometryError
+from .labelmaps import BINARY_LABELMAP, Box
 
 _segmentation_node_class = slicer.vtkMRMLSegmentationNode
 _editor_class = slicer.vtkMRMLSegmentEditorNode

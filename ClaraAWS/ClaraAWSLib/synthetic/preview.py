@@ -10,7 +10,7 @@ from typing import Sequence, Tuple, Union
 
 import numpy as np
 
-from .geometry import Volume
+from ..core.geometry import Volume
 
 #: Distinct, colour-blind-friendly-ish overlay colours for label values 1, 2, 3, ...
 OVERLAY_COLOURS: Tuple[Tuple[int, int, int], ...] = (

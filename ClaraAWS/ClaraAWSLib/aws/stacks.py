@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Optional
 from urllib.parse import urlsplit
 
-from .errors import InputError
+from ..core.errors import InputError
 
 OUTPUT_KEY = "ClaraServiceUrl"
 USE_HTTPS_PARAMETER = "UseHTTPS"

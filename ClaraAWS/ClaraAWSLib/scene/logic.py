@@ -23,17 +23,17 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 import vtk
 
-from . import scene_export, scene_placement, scene_points
-from .client import check_model_task
-from .errors import GeometryError, InputError
-from .geometry import Volume
-from .scene_edit import SegmentWriteRequest, is_closed_surface_source, surface_source_refusal, write_results
-from .scene_import import LabelSegment, import_label_volume, segments_for_labels
-from .scene_terminology import assign_colors
-from .scene_requests import ANNOTATE, AUTO_SEGMENT, DEEPGROW, RequestSequencer, SegmentationRequest
-from .scene_sessions import BackgroundCloser, SessionCache
-from .scene_setup import default_scene, ensure_scene_services
-from .scene_undo import UndoHistory
+from . import export as scene_export, placement as scene_placement, points as scene_points
+from ..backends import ANNOTATE, AUTO_SEGMENT, DEEPGROW
+from ..core.errors import GeometryError, InputError
+from ..core.geometry import Volume
+from .edit import SegmentWriteRequest, is_closed_surface_source, surface_source_refusal, write_results
+from .importer import LabelSegment, import_label_volume, segments_for_labels
+from .terminology import assign_colors
+from .requests import RequestSequencer, SegmentationRequest
+from .sessions import BackgroundCloser, SessionCache
+from .setup import default_scene, ensure_scene_services
+from .undo import UndoHistory
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +96,10 @@ class ClaraAWSLogic:
 
     # --- server ---------------------------------------------------------------------------------
     def connect(self, serverUrl: str, **clientOptions: Any) -> List[Dict[str, Any]]:
-        """Connect to an AIAA server and list its models; clientOptions go to AIAAClient."""
+        """Connect to a segmentation server and list its models; clientOptions go to its backend's client."""
         factory = self._clientFactory
         if factory is None:
-            from .client import AIAAClient
-
-            factory = AIAAClient
+            from ..backends import connect as factory
         client = factory(serverUrl, **clientOptions)
         try:
             models = client.models()
@@ -163,7 +161,7 @@ class ClaraAWSLogic:
     # --- step 1: prepare (GUI thread) ---------------------------------------------------------------
     def prepareAutoSegment(self, volumeNode, modelName: str, segmentationNode=None) -> SegmentationRequest:
         client = self._requireClient()
-        model = check_model_task(self.model(modelName), "auto")
+        model = client.check_model_task(self.model(modelName), AUTO_SEGMENT)
         self._checkTargets(volumeNode, segmentationNode, None)
         started = time.perf_counter()
         grid = scene_export.volume_grid(volumeNode)
@@ -172,8 +170,7 @@ class ClaraAWSLogic:
         if entry is None or not entry.is_open:
             entry, volume = None, scene_export.export_volume(volumeNode)
         target = (AUTO_SEGMENT, volumeNode.GetID(), segmentationNode.GetID() if segmentationNode else "new")
-        endpoint = "segmentation" if model.get("type") == "segmentation" else "inference"
-        request = self._newRequest(AUTO_SEGMENT, client, model, endpoint, grid, volumeNode, segmentationNode, None,
+        request = self._newRequest(AUTO_SEGMENT, client, model, grid, volumeNode, segmentationNode, None,
                                    target)
         request.volume, request.volume_session = volume, entry
         request.timings["export"] = time.perf_counter() - started
@@ -188,13 +185,13 @@ class ClaraAWSLogic:
                 f"every axis); {len(points)} {'is' if len(points) == 1 else 'are'} placed."
             )
         client = self._requireClient()
-        model = check_model_task(self.model(modelName), "annotation")
+        model = client.check_model_task(self.model(modelName), ANNOTATE)
         self._checkTargets(volumeNode, segmentationNode, segmentId)
         started = time.perf_counter()
         grid = scene_export.volume_grid(volumeNode)
         indices = scene_points.points_to_indices(volumeNode, grid, points, role="Extreme point")
         entry = self._sessions.entry_for(volumeNode, scene_export.export_volume)
-        request = self._newRequest(ANNOTATE, client, model, "dextr3d", entry.grid, volumeNode, segmentationNode,
+        request = self._newRequest(ANNOTATE, client, model, entry.grid, volumeNode, segmentationNode,
                                    segmentId, self._editTarget(volumeNode, segmentationNode, segmentId))
         request.volume_session = entry
         request.call_arguments = {"points": indices}
@@ -209,7 +206,7 @@ class ClaraAWSLogic:
         if not foreground:
             raise InputError("Place at least one foreground point inside the structure, then try again.")
         client = self._requireClient()
-        model = check_model_task(self.model(modelName), "deepgrow")
+        model = client.check_model_task(self.model(modelName), DEEPGROW)
         self._checkTargets(volumeNode, segmentationNode, segmentId)
         started = time.perf_counter()
         grid = scene_export.volume_grid(volumeNode)
@@ -231,10 +228,7 @@ class ClaraAWSLogic:
                 )
         entry = self._sessions.entry_for(volumeNode, scene_export.export_volume)
         arguments = {"foreground": foreground_ijk, "background": background_ijk, "current_point": current}
-        endpoint = "deepgrow"
-        if model.get("type") == "pipeline":
-            endpoint, arguments = "inference", {"params": arguments}
-        request = self._newRequest(DEEPGROW, client, model, endpoint, entry.grid, volumeNode, segmentationNode,
+        request = self._newRequest(DEEPGROW, client, model, entry.grid, volumeNode, segmentationNode,
                                    segmentId, self._editTarget(volumeNode, segmentationNode, segmentId))
         request.volume_session = entry
         request.call_arguments = arguments
@@ -243,9 +237,9 @@ class ClaraAWSLogic:
         request.timings["export"] = time.perf_counter() - started
         return request
 
-    def _newRequest(self, kind, client, model, endpoint, grid, volumeNode, segmentationNode, segmentId, target):
+    def _newRequest(self, kind, client, model, grid, volumeNode, segmentationNode, segmentId, target):
         return SegmentationRequest(
-            kind=kind, client=client, model=model, endpoint=endpoint, grid=grid,
+            kind=kind, client=client, model=model, endpoint=client.endpoint_for(kind, model), grid=grid,
             volume_node_id=volumeNode.GetID(),
             segmentation_node_id=segmentationNode.GetID() if segmentationNode is not None else None,
             segment_id=segmentId or None, target=target, sequence=self._sequencer.begin(target),

@@ -14,8 +14,8 @@ import traceback
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from . import __version__
-from .errors import CancelledError, ClaraError, DiscoveryError, GeometryError, InputError
+from .. import __version__
+from ..core.errors import CancelledError, ClaraError, DiscoveryError, GeometryError, InputError
 
 SERVER_ENVIRONMENT_VARIABLE = "CLARA_AIAA_URL"
 
@@ -150,7 +150,7 @@ def _server_url(args) -> str:
     if args.server and args.stack:
         raise InputError("Give either --server or --stack, not both.")
     if args.stack:
-        from . import aws
+        from ..aws import discovery as aws
 
         return aws.resolve_stack_url(
             args.stack, profile=args.profile, region=args.region, endpoint_url=args.aws_endpoint_url, aliases=_aliases(args)
@@ -162,7 +162,7 @@ def _server_url(args) -> str:
 
 
 def _client(args):
-    from .client import AIAAClient
+    from ..backends.aiaa.client import AIAAClient
 
     headers = {}
     for item in args.header:
@@ -206,7 +206,7 @@ def cmd_segment(args) -> int:
 
 
 def cmd_annotate(args) -> int:
-    from .client import MIN_EXTREME_POINTS
+    from ..backends.aiaa.client import MIN_EXTREME_POINTS
 
     if len(args.point) < MIN_EXTREME_POINTS:
         raise InputError(
@@ -236,7 +236,7 @@ def cmd_deepgrow(args) -> int:
 
 def _source(image, progress) -> dict:
     """Keyword arguments that send either the encoded image or only a session id."""
-    from .client import ImageSession
+    from ..backends.aiaa.client import ImageSession
 
     if isinstance(image, ImageSession):
         return {"session": image, "progress": progress}
@@ -244,9 +244,9 @@ def _source(image, progress) -> dict:
 
 
 def _run_work(args, task: str, call) -> int:
-    from .client import check_model_task
-    from .geometry import result_on_grid
-    from .imageio import encode_volume, read_image_file, write_image_file
+    from ..backends.aiaa.client import check_model_task
+    from ..core.geometry import result_on_grid
+    from ..core.imageio import encode_volume, read_image_file, write_image_file
 
     volume = read_image_file(args.input)
     output = Path(args.output)
@@ -305,7 +305,7 @@ class TerminalProgress:
 
 
 def cmd_serve(args) -> int:
-    from .server import serve_forever_cli
+    from ..server import serve_forever_cli
 
     serve_forever_cli(args.host, args.port, session_expiry=args.session_expiry, max_upload_mb=args.max_upload_mb)
     return 0
@@ -319,7 +319,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_discover(args) -> int:
-    from . import aws
+    from ..aws import discovery as aws
 
     deployments = aws.discover(
         profile=args.profile, region=args.region, stack_filter=args.stack, endpoint_url=args.aws_endpoint_url, aliases=_aliases(args)

@@ -16,7 +16,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from .errors import GeometryError
+from ..core.errors import GeometryError
 
 BINARY_LABELMAP = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
 CLOSED_SURFACE = slicer.vtkSegmentationConverter.GetSegmentationClosedSurfaceRepresentationName()

@@ -1,0 +1,5 @@
+"""Beside the scene ring: the ``clara-aws`` command line (``commands``) and its demo; never imports ``scene``."""
+
+from .commands import main
+
+__all__ = ["main"]

@@ -1,0 +1,1 @@
+"""Synthetic data for demos, tests and benchmarks: the abdominal CT phantom and the result preview image."""
