@@ -326,7 +326,7 @@ class AIAAClient:
             encoded = as_encoded_image(image)
             encode_seconds = time.perf_counter() - started
         grid = encoded.grid if encoded is not None else session.image.grid
-        _check_points_inside(payload, grid)
+        check_points_inside(payload, grid)
         try:
             result = self._work_call(endpoint, model, payload, encoded, session, progress, cancel, download_progress)
         except SessionExpiredError:
@@ -672,7 +672,7 @@ def _session_path(session_id: str) -> str:
     return "/session/" + quote(session_id, safe="")
 
 
-def _check_points_inside(params: Mapping[str, Any], grid: ImageGrid) -> None:
+def check_points_inside(params: Mapping[str, Any], grid: ImageGrid) -> None:
     """Points must be voxels of the image as sent; refusing here saves the upload the server would refuse."""
     size = grid.size
     groups = [(name, params.get(key)) for key, name in POINT_KEYS.items()]
