@@ -50,7 +50,7 @@ from .imageio import (
     result_byte_limit,
 )
 from .multipart import CancelToken, FilePart, MultipartBody, ProgressCallback, parse_multipart
-from .transport import Deadline, DeadlineAdapter, origin, origin_text, positive_seconds, without_userinfo
+from .transport import Deadline, DeadlineAdapter, answers_tls, origin, origin_text, positive_seconds, without_userinfo
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Inference on a large CT can take minutes without a byte on the wire.
@@ -599,7 +599,7 @@ class AIAAClient:
         try:
             return json.loads(text)
         except ValueError as error:
-            if text.strip()[:1] in ("{", "[") and getattr(error, "pos", 0) >= len(text.rstrip()):
+            if _cut_off_json(text):
                 raise MalformedResponseError(
                     f"The server's answer to {path} ends in the middle of its JSON (the body was cut off); try again.",
                     details=text[:500],
@@ -660,6 +660,29 @@ def _normalise_model(model: Dict[str, Any]) -> Dict[str, Any]:
         )
     model["labels"] = [str(label) for label in labels]
     return model
+
+
+def _cut_off_json(text: str) -> bool:
+    """Whether ``text`` reads as the start of a JSON document that was cut off (open brackets or string at its end)."""
+    text = text.strip()
+    if text[:1] not in ("{", "["):
+        return False
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+    return in_string or depth > 0
 
 
 def _session_path(session_id: str) -> str:
@@ -745,6 +768,9 @@ def _unreachable_message(url: str, error: Exception) -> str:
     if "refused" in text.lower():
         return f"Nothing is listening at {origin_text(url)} (connection refused); check the URL and port, and that the server is running."
     if "reset" in text.lower() or "aborted" in text.lower() or "RemoteDisconnected" in text:
+        if url.startswith("http://") and answers_tls(url):
+            https = origin_text(url).replace("http://", "https://", 1)
+            return f"{origin_text(url)} speaks HTTPS, not plain HTTP; use {https} as the server URL."
         return f"The connection to {origin_text(url)} was closed before the server answered; the server may have restarted: try again."
     return f"Could not reach the AIAA server at {origin_text(url)}; check the URL and that the server is running."
 

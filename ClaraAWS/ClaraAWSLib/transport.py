@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import socket
+import ssl
 import threading
 from typing import Optional
 from urllib.parse import urlsplit, urlunsplit
@@ -163,3 +164,17 @@ def origin_text(url: str) -> str:
     """``scheme://host[:port]`` of ``url``, never with user-info: the form every message uses."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def answers_tls(url: str, timeout: float = 3.0) -> bool:
+    """Whether the host and port of a plain-http ``url`` complete a TLS handshake (no request is sent)."""
+    parts = urlsplit(url)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only asking whether TLS is spoken; nothing is sent over it
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=parts.hostname):
+                return True
+    except (OSError, ValueError):
+        return False
