@@ -570,6 +570,8 @@ def _check_nifti_complete(path: Path, start: bytes) -> None:
                 header = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(stream.read(1 << 16), NIFTI_HEADER_SIZE)
         except zlib.error:
             raise InputError(f"{path.name} is a damaged gzip file; copy or download it again.") from None
+        if len(header) < NIFTI_HEADER_SIZE and path.name.lower().endswith(".nii.gz"):
+            raise InputError(f"{path.name} is incomplete: it ends inside its NIfTI header; copy or download it again.")
     else:
         header = start
     if len(header) < NIFTI_HEADER_SIZE or header[344:347] not in (b"n+1", b"ni1"):
