@@ -35,7 +35,7 @@ ENDPOINT_MODEL_TYPES: Dict[str, Optional[Tuple[str, ...]]] = {
     "deepgrow": ("deepgrow",),
 }
 IMAGE_FIELD_NAMES = ("datapoint", "image")
-SESSION_ID_CHARACTERS = re.compile(r"[A-Za-z0-9._~-]{1,256}")
+SESSION_ID_CHARACTERS = re.compile(r"(?!\.+$)[A-Za-z0-9._~-]{1,256}")  # never only dots: ".." is a path step
 MAX_JSON_BODY_BYTES = 16 * 1024 * 1024
 
 ENDPOINT_SUMMARY = [
@@ -203,7 +203,7 @@ def _session_id(request: Request) -> str:
     if not session_id:
         raise BadRequest("Put the session id in the path: /session/ID.")
     if not SESSION_ID_CHARACTERS.fullmatch(session_id):
-        raise BadRequest("A session id holds only letters, digits, '.', '_', '~' and '-'; use the id PUT /session/ returned.")
+        raise BadRequest("A session id holds only letters, digits, '.', '_', '~' and '-' (not only dots); use the id PUT /session/ returned.")
     return session_id
 
 
