@@ -249,3 +249,23 @@ def test_demo_out_naming_an_existing_file_is_one_sentence(tmp_path):
     run = clara_aws("demo", "--out", existing, timeout=60)
     assert_one_line_failure(run, 2)
     assert "is a file, not a folder" in run.stderr and existing.read_text() == "keep me"
+
+
+# --- secrets ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("debug", [[], ["--debug"]])
+def test_no_secret_reaches_the_terminal_even_with_debug(debug):
+    from hostile_servers import HostileServer
+
+    password, key = "pw-Zq81x", "key-7Hc2v"
+    with HostileServer() as here, HostileServer() as elsewhere:
+        here.elsewhere = elsewhere.url
+        server = f"http://user:{password}@{here.url.split('://')[1]}/redirect-away"
+        run = clara_aws("models", "--server", server, "--header", f"X-Api-Key: {key}", *debug)
+        assert run.returncode == 1
+        assert password not in run.stderr + run.stdout and key not in run.stderr + run.stdout
+        assert elsewhere.url in run.stderr and "another address" in run.stderr
+        assert elsewhere.seen == []
+        if not debug:
+            assert_one_line_failure(run, 1)
