@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import shutil
 import signal
 import socket
@@ -202,6 +204,8 @@ def serve_forever_cli(
     """
     if not 0 <= int(port) <= 65535:
         raise InputError(f"--port {port} is not a port number; give one from 1 to 65535, or 0 for a free one.")
+    if not _could_be_host(host):
+        raise InputError(f"--host {host!r} is neither an IP address nor a host name; use e.g. 127.0.0.1.")
     server = ReferenceServer.with_limits(host, port, limits or ServerLimits(), log_requests=True)
     try:
         server.start()
@@ -226,6 +230,19 @@ def serve_forever_cli(
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+_HOST_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def _could_be_host(host: str) -> bool:
+    """An IP literal, or a host name by RFC 1123 (which never looks like a dotted number): no DNS query needed to refuse."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    return bool(_HOST_NAME.fullmatch(host)) and not re.fullmatch(r"[0-9.]+", host)
 
 
 def _interrupt(signum, frame) -> None:
