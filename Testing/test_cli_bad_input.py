@@ -269,3 +269,39 @@ def test_no_secret_reaches_the_terminal_even_with_debug(debug):
         assert elsewhere.seen == []
         if not debug:
             assert_one_line_failure(run, 1)
+
+
+@pytest.mark.parametrize("behaviour, code, words", [
+    ("labels-5", 1, "labels of model 'm'"),
+    ("name-123", 1, "name is 123"),
+    ("cut-json", 1, "middle of its JSON"),
+])
+def test_a_hostile_model_list_is_one_sentence_on_the_command_line(behaviour, code, words):
+    from hostile_servers import HostileServer
+
+    with HostileServer() as here:
+        run = clara_aws("models", "--server", f"{here.url}/{behaviour}")
+    assert_one_line_failure(run, code)
+    assert words in run.stderr
+
+
+def test_content_length_abc_still_lists_the_models():
+    from hostile_servers import HostileServer
+
+    with HostileServer() as here:
+        run = clara_aws("models", "--server", f"{here.url}/content-length-abc", "--json")
+    assert run.returncode == 0, run.stderr
+    assert '"name": "m"' in run.stdout
+
+
+@pytest.mark.parametrize("behaviour", ["bomb-inflates", "bomb-claims-huge"])
+def test_a_bomb_result_is_refused_and_the_previous_output_kept(tmp_path, inputs, behaviour):
+    from hostile_servers import HostileServer
+
+    output = tmp_path / "labels.nii.gz"
+    output.write_bytes(b"previous")
+    with HostileServer() as here:
+        here.claimed_size = SIZE
+        run = _segment(f"{here.url}/{behaviour}", inputs["good"], output)
+    assert_one_line_failure(run, 1)
+    assert "nothing was changed" in run.stderr and output.read_bytes() == b"previous"
