@@ -8,6 +8,7 @@ typed errors in ``errors.py``.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import time
@@ -152,6 +153,8 @@ def split_credentials(url: str) -> Tuple[str, Optional[Tuple[str, str]]]:
     try:
         parts = urlsplit(url)
         parts.port  # raises ValueError for a port that is not a number in 0-65535
+        if parts.netloc.rpartition("@")[2].startswith("["):
+            ipaddress.IPv6Address(parts.hostname or "")  # Python 3.9's urlsplit accepts any text in brackets
     except ValueError:
         raise InputError(
             f"'{shown}' is not a valid server address (check the brackets of an IPv6 address and the port number); "
