@@ -305,3 +305,18 @@ def test_a_bomb_result_is_refused_and_the_previous_output_kept(tmp_path, inputs,
         run = _segment(f"{here.url}/{behaviour}", inputs["good"], output)
     assert_one_line_failure(run, 1)
     assert "nothing was changed" in run.stderr and output.read_bytes() == b"previous"
+
+
+def test_itk_warnings_stay_off_the_terminal(tmp_path, reference_server, inputs):
+    """ITK warns on stderr when it reads a NIfTI file without the NIfTI magic (as Analyze); the CLI keeps quiet."""
+    analyze = tmp_path / "analyze.nii"
+    data = bytearray((inputs["good"].parent / "plain.nii").read_bytes())
+    data[344:348] = b"\x00\x00\x00\x00"
+    analyze.write_bytes(bytes(data))
+    noisy = subprocess.run([sys.executable, "-c", f"import SimpleITK as s; s.ReadImage({str(analyze)!r})"],
+                           capture_output=True, text=True, timeout=60)
+    assert "WARNING" in noisy.stderr  # the noise is real
+    run = _segment(reference_server.url, analyze, tmp_path / "labels.nii.gz")
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Wrote "), run.stderr
