@@ -491,7 +491,11 @@ class AIAAClient:
         target = urljoin(response.url or url, response.headers["Location"])
         shown = without_userinfo(target)
         response.close()
-        if origin(target) != origin(url):
+        try:
+            same_origin = origin(target) == origin(url)
+        except ValueError:  # a Location with a port that is not one
+            same_origin = False
+        if not same_origin:
             downgrade = urlsplit(url).scheme == "https" and urlsplit(target).scheme != "https"
             raise RedirectError(
                 f"The server at {origin_text(url)} redirected to {shown}"
