@@ -66,8 +66,8 @@ def test_extreme_points_and_deepgrow_clicks(reference_server, phantom_small):
 
 def test_strict_server_errors_reach_the_user_as_one_sentence(reference_server, phantom_small):
     client = AIAAClient(reference_server.url)
-    with pytest.raises(errors.RemoteError) as raised:
-        client.dextr3d("region_grow_annotation", [[1000, 0, 0]] * 6, phantom_small.ct)
+    with pytest.raises(errors.RemoteError) as raised:  # the client's own checks would refuse too few points
+        client.run("dextr3d", "region_grow_annotation", phantom_small.ct, params={"points": [[1, 2, 3]] * 5})
     assert "\n" not in str(raised.value) and "HTTP 4" in str(raised.value)
     with pytest.raises(errors.ServerError):
         client.inference("no_such_model", phantom_small.ct)

@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help="extra request header, e.g. for a proxy's auth (repeatable)")
     tls.add_argument("--connect-timeout", type=float, default=10.0, metavar="S", help="seconds to wait for a connection (default 10)")
     tls.add_argument("--read-timeout", type=float, default=900.0, metavar="S", help="seconds to wait for an answer (default 900)")
+    tls.add_argument("--deadline", type=float, default=3600.0, metavar="S",
+                     help="seconds a whole request may take, however slowly the bytes arrive (default 3600)")
 
     models = commands.add_parser("models", parents=[connection], help="list the models a server offers")
     models.add_argument("--json", action="store_true", help="print a JSON array, one object per model")
@@ -69,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", parents=[common], help="run the local AIAA-compatible reference server")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 picks a free one)")
-    serve.add_argument("--session-expiry", type=int, default=3600, metavar="S", help="longest session life in seconds")
-    serve.add_argument("--max-upload-mb", type=float, default=None, metavar="MB", help="refuse larger uploads with HTTP 413")
+    from ..server.limits import add_limit_arguments
+
+    add_limit_arguments(serve)
 
     demo = commands.add_parser("demo", parents=[common], help="local server + synthetic CT + auto-segmentation, with files to look at")
     demo.add_argument("--out", default="clara-aws-demo", metavar="DIR", help="output folder (default ./clara-aws-demo)")
@@ -124,6 +127,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(error.details, file=sys.stderr)
         print(f"clara-aws: error: {error}", file=sys.stderr)
         return _exit_code(error)
+    except Exception as error:  # a bug: still one line, and the traceback on request
+        if args.debug:
+            traceback.print_exc()
+        print(f"clara-aws: error: an unexpected {type(error).__name__} stopped the command; nothing was written: "
+              "run it again with --debug and report the traceback.", file=sys.stderr)
+        return 1
 
 
 def _exit_code(error: ClaraError) -> int:
@@ -133,7 +142,7 @@ def _exit_code(error: ClaraError) -> int:
         return 2
     if isinstance(error, CancelledError):
         return 130
-    return 1
+    return 1  # server, network, and a server that cannot listen (ListenError)
 
 
 def _aliases(args) -> Dict[str, str]:
@@ -174,7 +183,8 @@ def _client(args):
         raise InputError("Give either --ca-bundle or --insecure, not both.")
     verify = False if args.insecure else (args.ca_bundle or True)
     client = AIAAClient(
-        _server_url(args), verify=verify, headers=headers, connect_timeout=args.connect_timeout, read_timeout=args.read_timeout
+        _server_url(args), verify=verify, headers=headers, connect_timeout=args.connect_timeout,
+        read_timeout=args.read_timeout, deadline=args.deadline,
     )
     if args.insecure:
         import urllib3
@@ -213,7 +223,8 @@ def cmd_annotate(args) -> int:
             f"annotate needs at least {MIN_EXTREME_POINTS} --point I,J,K extreme points; {len(args.point)} given."
         )
     return _run_work(
-        args, "annotation", lambda client, model, image, progress: client.dextr3d(model["name"], args.point, **_source(image, progress))
+        args, "annotation", lambda client, model, image, progress: client.dextr3d(model["name"], args.point, **_source(image, progress)),
+        points={"points": args.point},
     )
 
 
@@ -231,6 +242,7 @@ def cmd_deepgrow(args) -> int:
             endpoint="deepgrow" if model["type"] == "deepgrow" else "inference",
             **_source(image, progress),
         ),
+        points={"foreground": args.fg, "background": args.bg},
     )
 
 
@@ -243,18 +255,21 @@ def _source(image, progress) -> dict:
     return {"image": image, "progress": progress}
 
 
-def _run_work(args, task: str, call) -> int:
-    from ..backends.aiaa.client import check_model_task
+def _run_work(args, task: str, call, points: Optional[dict] = None) -> int:
+    from ..backends.aiaa.client import check_model_task, check_points_inside
     from ..core.geometry import result_on_grid
-    from ..core.imageio import encode_volume, read_image_file, write_image_file
+    from ..core.imageio import check_output_path, encode_volume, read_image_file, write_image_file
 
-    volume = read_image_file(args.input)
-    output = Path(args.output)
+    # Everything that can be checked here is checked before the network: a bad OUTPUT, URL, header or
+    # point found after a long upload and inference would waste both.
+    output = check_output_path(args.output, args.input)
     progress = TerminalProgress()
     with _client(args) as client:
+        volume = read_image_file(args.input)
+        check_points_inside(points or {}, volume.grid)
+        image = encode_volume(volume)
         # Ask for the model first: a wrong name or type fails before a large upload, not after.
         model = check_model_task(client.model(args.model), task)
-        image = encode_volume(volume)
         session = None
         if getattr(args, "session", False):
             session = client.create_session(image, progress=progress)
@@ -307,8 +322,9 @@ class TerminalProgress:
 def cmd_serve(args) -> int:
     from ..server import serve_forever_cli
 
-    serve_forever_cli(args.host, args.port, session_expiry=args.session_expiry, max_upload_mb=args.max_upload_mb)
-    return 0
+    from ..server.limits import limits_from_arguments
+
+    return serve_forever_cli(args.host, args.port, limits=limits_from_arguments(args))
 
 
 def cmd_demo(args) -> int:

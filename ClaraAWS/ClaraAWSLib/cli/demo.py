@@ -14,6 +14,7 @@ from typing import Dict, Sequence, TextIO
 import numpy as np
 
 from ..backends.aiaa.client import AIAAClient
+from ..core.errors import OutputError
 from ..core.geometry import result_on_grid
 from ..core.imageio import encode_volume, write_image_file
 from ..synthetic.preview import overlay_colour, write_preview
@@ -33,8 +34,7 @@ def run_demo(out: Path, size: Sequence[int] = (192, 192, 96), stream: TextIO = N
     from ..server import ReferenceServer
 
     stream = stream or sys.stdout
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_folder(Path(out))
 
     def say(text: str) -> None:
         print(text, file=stream, flush=True)
@@ -76,3 +76,14 @@ def run_demo(out: Path, size: Sequence[int] = (192, 192, 96), stream: TextIO = N
     say(f"Files: {ct_path}, {labels_path}, {truth_path}, {preview_path}")
     say("Open ct.nii.gz and segmentation.nii.gz in 3D Slicer (as a segmentation) to inspect them.")
     return scores
+
+
+def _output_folder(out: Path) -> Path:
+    """``out`` as an existing, writable folder; OutputError (one sentence) when it cannot be one."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, not a folder; give a folder name such as clara-aws-demo.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"The demo folder {out} cannot be created ({error.strerror or error}); give another --out.") from None
+    return out

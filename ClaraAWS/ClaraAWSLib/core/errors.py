@@ -23,6 +23,10 @@ class InputError(ClaraError):
     """The user's input cannot be used: wrong volume kind, too few points, unreadable file."""
 
 
+class OutputError(InputError):
+    """OUTPUT cannot be written: a directory, an unknown format, an unwritable folder, the INPUT itself, a full disk."""
+
+
 class CancelledError(ClaraError):
     """The user cancelled the request; nothing was changed."""
 
@@ -77,6 +81,18 @@ class RemoteError(ServerError):
 
 class MalformedResponseError(ServerError):
     """The server answered, but not in a form the AIAA protocol allows."""
+
+
+class ResultTooLargeError(MalformedResponseError):
+    """A result would decode to far more than the input justifies (a compression bomb or a broken header)."""
+
+
+class RedirectError(ServerError):
+    """The server redirected to another origin or from https to http; ClaraAWS does not follow."""
+
+
+class ListenError(ClaraError):
+    """The reference server cannot listen on the address it was given (port taken, host not local)."""
 
 
 class GeometryError(ClaraError):

@@ -9,19 +9,21 @@ disagreeing qform/sform) to SimpleITK, so a result means the same here as in Sli
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import os
+import secrets
 import struct
 import tempfile
+import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 
-from .errors import GeometryError, InputError, MalformedResponseError
+from .errors import GeometryError, InputError, MalformedResponseError, OutputError, ResultTooLargeError
 from .geometry import LPS_TO_RAS, ImageGrid, Volume
 
 NIFTI_HEADER_SIZE = 348
@@ -46,6 +48,17 @@ _DTYPE_BY_NIFTI_CODE = {code: dtype for dtype, code in _NIFTI_CODE_BY_DTYPE.item
 #: Deflate block size per thread; large enough that restarting the dictionary costs < 0.1 % in size.
 COMPRESSION_BLOCK_BYTES = 4 * 1024 * 1024
 
+#: A result holds at most this many times the input's voxels: servers answer on the input's grid, a
+#: crop of it or a coarser grid, so anything larger is a compression bomb or a broken header.
+RESULT_VOXELS_PER_INPUT_VOXEL = 2
+#: The bound when the input is not known: a 1024 x 1024 x 1024 volume.
+MAX_RESULT_VOXELS = 1 << 30
+LARGEST_VOXEL_BYTES = 8
+#: Headers, extensions and multipart framing around a result's voxels.
+RESULT_OVERHEAD_BYTES = 1 << 20
+#: Formats OUTPUT may have: single files, so writing beside the target and renaming is atomic.
+OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
 
 @dataclass(frozen=True)
 class EncodedImage:
@@ -65,6 +78,7 @@ class EncodedImage:
 
 def encode_volume(volume: Volume, *, compress: bool = True, level: int = 1, threads: int = 0) -> EncodedImage:
     """NIfTI-1 bytes of ``volume`` (gzip-compressed unless ``compress`` is False)."""
+    check_finite(volume)
     array = volume.array
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
@@ -195,22 +209,60 @@ class SliceLimit:
     stop: int
 
 
-def decode_image(data: bytes, filename: str = "", *, needed: Optional[SliceLimit] = None) -> Volume:
+def max_result_voxels(input_grid: Optional[ImageGrid]) -> int:
+    """How many voxels a result answering an image on ``input_grid`` may have (see RESULT_VOXELS_PER_INPUT_VOXEL)."""
+    if input_grid is None:
+        return MAX_RESULT_VOXELS
+    return RESULT_VOXELS_PER_INPUT_VOXEL * int(np.prod(input_grid.size, dtype=np.int64))
+
+
+def result_byte_limit(input_grid: Optional[ImageGrid]) -> int:
+    """The most bytes a result for ``input_grid`` may take on the wire or inflated."""
+    return max_result_voxels(input_grid) * LARGEST_VOXEL_BYTES + RESULT_OVERHEAD_BYTES
+
+
+def _check_voxel_count(size, max_voxels: int) -> None:
+    voxels = int(np.prod([int(v) for v in size], dtype=np.int64))
+    if voxels > max_voxels:
+        raise ResultTooLargeError(
+            f"The server's result claims {list(size)} = {voxels} voxels, more than the {max_voxels} its input can "
+            "explain (a compression bomb or a broken header); it was refused and nothing was changed."
+        )
+
+
+def decode_image(
+    data: bytes, filename: str = "", *, needed: Optional[SliceLimit] = None, max_voxels: int = MAX_RESULT_VOXELS
+) -> Volume:
     """The image in ``data``; NIfTI-1 is read directly, anything else through SimpleITK.
 
     With ``needed``, a NIfTI result on exactly that grid may be inflated only up to slice
     ``needed.stop``; the slices after it may then read as 0, so only slices before it are to be used.
+    A result of more than ``max_voxels`` voxels, or one inflating to more than its header claims, is
+    refused before it is inflated (ResultTooLargeError).
     """
     if not data:
         raise MalformedResponseError("The server sent an empty result image; the model produced no output.")
     if data[:2] != b"\x1f\x8b":
         layout = _nifti1_layout(data)
-        return _nifti1_volume(data, layout, layout.grid.size[2]) if layout else _decode_with_sitk(data, filename)
+        if layout is None:
+            return _decode_with_sitk(data, filename, max_voxels)
+        _check_voxel_count(layout.grid.size, max_voxels)
+        return _nifti1_volume(data, layout, layout.grid.size[2])
     layout = _nifti1_layout(_gunzip(data, NIFTI_HEADER_SIZE))
     if layout is None:
-        raw = _gunzip(data)
+        byte_limit = max_voxels * LARGEST_VOXEL_BYTES + RESULT_OVERHEAD_BYTES
+        raw = _gunzip(data, byte_limit + 1)
+        if len(raw) > byte_limit:
+            raise ResultTooLargeError(
+                f"The server's result inflates to more than {byte_limit / 1e6:.1f} MB, far more than its input can "
+                "explain (a compression bomb); it was refused and nothing was changed."
+            )
         layout = _nifti1_layout(raw)
-        return _nifti1_volume(raw, layout, layout.grid.size[2]) if layout else _decode_with_sitk(data, filename)
+        if layout is None:
+            return _decode_with_sitk(raw, filename[:-3] if filename.lower().endswith(".gz") else filename, max_voxels)
+        _check_voxel_count(layout.grid.size, max_voxels)
+        return _nifti1_volume(raw, layout, layout.grid.size[2])
+    _check_voxel_count(layout.grid.size, max_voxels)
     slices = layout.grid.size[2]
     if needed is not None and layout.grid.matches(needed.grid):
         slices = max(0, min(int(needed.stop), slices))
@@ -227,23 +279,19 @@ PARTIAL_INFLATE_WORTH = 0.7
 
 
 def _gunzip_whole(data: bytes, expected_size: int) -> bytes:
-    """Inflate a gzip stream whose size is known: one preallocated buffer instead of a growing one."""
-    try:
-        raw = zlib.decompress(data, 16 + zlib.MAX_WBITS, expected_size)
-    except zlib.error as error:
-        raise MalformedResponseError(
-            "The result image is a damaged gzip file; the download was cut short or the server is faulty.",
-            details=str(error),
-        ) from error
-    # zlib stops after the first gzip member; a stream of several members takes the general path.
-    return raw if len(raw) >= expected_size else _gunzip(data)
+    """Inflate a gzip stream that must hold ``expected_size`` bytes (its header says so), and not much more."""
+    raw = _gunzip(data, expected_size + RESULT_OVERHEAD_BYTES + 1)
+    if len(raw) > expected_size + RESULT_OVERHEAD_BYTES:
+        raise ResultTooLargeError(
+            f"The server's result inflates to more than the {expected_size / 1e6:.1f} MB its own header claims "
+            "(a compression bomb or a faulty server); it was refused and nothing was changed."
+        )
+    return raw
 
 
-def _gunzip(data: bytes, limit: Optional[int] = None) -> bytes:
-    """Inflate a (possibly multi-member) gzip stream, stopping after ``limit`` bytes when given."""
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """Inflate a (possibly multi-member) gzip stream, stopping after ``limit`` bytes."""
     try:
-        if limit is None:
-            return gzip.decompress(data)
         pieces, total, rest = [], 0, data
         while rest and total < limit:
             inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -251,6 +299,8 @@ def _gunzip(data: bytes, limit: Optional[int] = None) -> bytes:
             pieces.append(piece)
             total += len(piece)
             if not inflater.eof:
+                if total < limit and not inflater.unconsumed_tail:
+                    raise EOFError("the gzip stream ends before its end marker")
                 break
             rest = inflater.unused_data
         return b"".join(pieces)
@@ -345,19 +395,24 @@ def _qform_affine(raw: bytes, endian: str) -> np.ndarray:
     return affine
 
 
-def _decode_with_sitk(data: bytes, filename: str) -> Volume:
+def _decode_with_sitk(data: bytes, filename: str, max_voxels: int = MAX_RESULT_VOXELS) -> Volume:
     import SimpleITK as sitk
 
     suffix = _suffix_of(filename) or _guess_suffix(data)
     with tempfile.TemporaryDirectory(prefix="clara-aws-") as folder:
         path = Path(folder) / f"result{suffix}"
         path.write_bytes(data)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
         try:
-            image = sitk.ReadImage(str(path))
+            with quiet_native_stderr() as noise:
+                reader.ReadImageInformation()  # the size, before any voxel is inflated
+                _check_voxel_count(reader.GetSize(), max_voxels)
+                image = reader.Execute()
         except RuntimeError as error:
             raise MalformedResponseError(
                 "The server's result is not an image ClaraAWS can read (expected NIfTI or NRRD).",
-                details=str(error).strip().splitlines()[-1] if str(error).strip() else None,
+                details=_last_line(str(error)) or noise.text(),
             ) from error
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]
@@ -407,21 +462,93 @@ def as_label_volume(volume: Volume) -> Volume:
     raise MalformedResponseError("The server's result holds values too large to be labels; it is not a label image.")
 
 
+# --- checks before sending -----------------------------------------------------------------
+
+
+def check_finite(volume: Volume) -> None:
+    """Refuse NaN or infinite voxels: a model would segment them as whatever they compare as."""
+    array = volume.array
+    if array.dtype.kind != "f":
+        return
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(array.size - np.count_nonzero(finite))
+        raise InputError(
+            f"The volume holds {bad} NaN or infinite voxel{'s' if bad != 1 else ''}; replace them (e.g. with the "
+            "background value) before segmenting."
+        )
+
+
+# --- native libraries ------------------------------------------------------------------------
+
+
+class _CapturedText:
+    def __init__(self) -> None:
+        self._text = ""
+
+    def text(self) -> str:
+        return self._text
+
+
+_stderr_lock = threading.RLock()
+
+
+@contextlib.contextmanager
+def quiet_native_stderr(captured: Optional[_CapturedText] = None) -> Iterator[_CapturedText]:
+    """Keep ITK's and the NIfTI library's own messages (written to file descriptor 2) off the terminal.
+
+    Their text is caught into ``captured`` for an error's details; a failure is reported as one sentence.
+    """
+    captured = captured if captured is not None else _CapturedText()
+    with _stderr_lock:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no standard error at all (a GUI process): nothing to keep quiet
+            yield captured
+            return
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield captured
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                captured._text = sink.read(4096).decode("utf-8", errors="replace").strip()
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 # --- files ----------------------------------------------------------------------------------
 
 
 def read_image_file(path: Union[str, Path]) -> Volume:
-    """Any 3D scalar image SimpleITK reads (NIfTI, NRRD, MHA, a DICOM file, ...)."""
+    """Any 3D scalar image SimpleITK reads (NIfTI, NRRD, MHA, a DICOM file, ...), checked to be complete."""
     import SimpleITK as sitk
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"The input file {path} does not exist; check the path.")
+    if path.is_dir():
+        raise InputError(f"The input {path} is a folder, not an image file; give the path of one image file.")
     try:
-        image = sitk.ReadImage(str(path))
+        with open(path, "rb") as stream:
+            start = stream.read(NIFTI_VOX_OFFSET)
+    except PermissionError:
+        raise InputError(f"The input file {path} cannot be read: permission denied; check the file's permissions.") from None
+    except OSError as error:
+        raise InputError(f"The input file {path} cannot be read ({error.strerror or error}); check the file.") from None
+    _check_nifti_complete(path, start)
+    try:
+        with quiet_native_stderr():
+            image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise InputError(
-            f"{path} is not an image SimpleITK can read; use NIfTI, NRRD, MHA or another ITK format."
+            f"{path} is not an image SimpleITK can read; use NIfTI, NRRD, MHA or another ITK format.",
+            details=_last_line(str(error)),
         ) from error
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]
@@ -429,12 +556,153 @@ def read_image_file(path: Union[str, Path]) -> Volume:
         raise GeometryError(
             f"{path.name} is a {image.GetDimension()}D image; ClaraAWS segments 3D volumes (extract one frame first)."
         )
+    if 0 in image.GetSize():
+        raise InputError(f"{path.name} has no voxels (size {list(image.GetSize())}); check the file.")
     return Volume.from_sitk(image)
 
 
+def _check_nifti_complete(path: Path, start: bytes) -> None:
+    """A NIfTI-1 file must hold all the voxels its header promises; ITK would read a cut file's missing part as 0."""
+    compressed = start[:2] == b"\x1f\x8b"
+    if compressed:
+        try:
+            with open(path, "rb") as stream:
+                header = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(stream.read(1 << 16), NIFTI_HEADER_SIZE)
+        except zlib.error:
+            raise InputError(f"{path.name} is a damaged gzip file; copy or download it again.") from None
+        if len(header) < NIFTI_HEADER_SIZE and path.name.lower().endswith(".nii.gz"):
+            raise InputError(f"{path.name} is incomplete: it ends inside its NIfTI header; copy or download it again.")
+    else:
+        header = start
+    if len(header) < NIFTI_HEADER_SIZE or header[344:347] not in (b"n+1", b"ni1"):
+        return  # not single-file NIfTI-1: SimpleITK checks other formats itself
+    endian = "<" if struct.unpack_from("<i", header, 0)[0] == NIFTI_HEADER_SIZE else ">"
+    dim = struct.unpack_from(endian + "8h", header, 40)
+    if not 1 <= dim[0] <= 7:
+        raise InputError(f"{path.name} has a broken NIfTI header (dim[0] = {dim[0]}); the file is damaged.")
+    sizes = dim[1 : dim[0] + 1]
+    if any(size <= 0 for size in sizes):
+        axis = next(n for n, size in enumerate(sizes, start=1) if size <= 0)
+        raise InputError(f"{path.name} has no voxels: its header gives size {sizes[axis - 1]} along axis {axis}; the file is damaged.")
+    if header[344:347] == b"ni1":
+        return  # the voxels are in a separate .img file
+    bits = struct.unpack_from(endian + "h", header, 72)[0]
+    offset = int(struct.unpack_from(endian + "f", header, 108)[0])
+    expected = offset + int(np.prod(sizes, dtype=np.int64)) * max(bits, 1) // 8
+    present = _inflated_size(path, expected) if compressed else path.stat().st_size
+    if present < expected:
+        raise InputError(
+            f"{path.name} is incomplete: its header promises {expected} bytes but the file holds only {present}; "
+            "copy or download it again."
+        )
+
+
+def _inflated_size(path: Path, enough: int) -> int:
+    """How many bytes a gzip file inflates to, counting up to ``enough`` (never holding them all); a cut stream counts what it had."""
+    with open(path, "rb") as stream:
+        stream.seek(-4, os.SEEK_END)
+        recorded = struct.unpack("<I", stream.read(4))[0]
+    if recorded == enough & 0xFFFFFFFF:
+        # The trailer of a complete stream records its size; a cut file ends in arbitrary bytes that
+        # match by chance once in 2^32, so the slow count below is needed only when this disagrees.
+        return enough
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    total = 0
+    with open(path, "rb") as stream:
+        while total < enough:
+            block = inflater.unconsumed_tail or stream.read(1 << 20)
+            if not block:
+                break
+            try:
+                total += len(inflater.decompress(block, 16 << 20))
+            except zlib.error:
+                break  # damaged from here on: what inflated so far is what the file holds
+            if inflater.eof:
+                break  # further members are rare for images; the first holds the header's data
+    return total
+
+
+def check_output_path(output: Union[str, Path], input_path: Optional[Union[str, Path]] = None) -> Path:
+    """OUTPUT as a path that can be written, checked before any upload; one OutputError otherwise."""
+    output = Path(output)
+    if output.is_dir():
+        raise OutputError(f"OUTPUT {output} is a folder; give a file name such as {output / 'labels.nii.gz'}.")
+    if os.path.lexists(output) and not output.is_file():
+        raise OutputError(f"OUTPUT {output} exists and is not a regular file (a device or a pipe); give a file name such as labels.nii.gz.")
+    if _output_suffix(output) is None:
+        raise OutputError(
+            f"OUTPUT {output.name} has an extension ClaraAWS does not write; end it with {', '.join(OUTPUT_SUFFIXES)}."
+        )
+    if input_path is not None and _same_file(output, Path(input_path)):
+        raise OutputError(f"OUTPUT {output} is the INPUT; writing labels there would destroy the image: choose another file name.")
+    folder = output.parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"OUTPUT {output} cannot be created: {existing} is a file, not a folder.")
+    try:
+        probe = tempfile.mkstemp(prefix=".clara-aws-probe-", dir=existing)
+        os.close(probe[0])
+        os.unlink(probe[1])
+    except OSError as error:
+        raise OutputError(
+            f"OUTPUT {output} cannot be written: the folder {existing} is not writable ({error.strerror or error}); "
+            "choose another folder."
+        ) from None
+    return output
+
+
+def _output_suffix(path: Path) -> Optional[str]:
+    name = path.name.lower()
+    return next((suffix for suffix in OUTPUT_SUFFIXES if name.endswith(suffix) and len(name) > len(suffix)), None)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
 def write_image_file(volume: Volume, path: Union[str, Path]) -> None:
+    """Write ``volume`` to ``path`` atomically: beside it, read back and compared, then renamed into place.
+
+    A failure (full disk, a file-size limit, a vanished folder) raises OutputError and leaves any
+    previous file at ``path`` exactly as it was.
+    """
     import SimpleITK as sitk
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(volume.to_sitk(), str(path), useCompression=path.name.endswith((".gz", ".nrrd", ".mha")))
+    path = check_output_path(path)
+    suffix = _output_suffix(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"The folder of {path} cannot be created ({error.strerror or error}); choose another folder.") from None
+    partial = path.with_name(f".{path.name[: -len(suffix)]}.{secrets.token_hex(4)}.partial{suffix}")
+    kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+    noise = _CapturedText()
+    try:
+        with quiet_native_stderr(noise):
+            sitk.WriteImage(volume.to_sitk(), str(partial), useCompression=suffix in (".nii.gz", ".nrrd", ".mha"))
+            written = sitk.ReadImage(str(partial))
+        if tuple(written.GetSize()) != volume.grid.size or not np.array_equal(sitk.GetArrayViewFromImage(written), volume.array):
+            raise OSError("the file read back differs from what was written")
+        os.replace(partial, path)
+    except (RuntimeError, OSError) as error:
+        reason = _write_failure_reason(error, noise.text())
+        raise OutputError(f"Could not write {path} ({reason}); {kept}: free some disk space or choose another place.") from None
+    finally:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+
+
+def _write_failure_reason(error: Exception, native_text: str) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    text = f"{error} {native_text}".lower()
+    for marker, reason in (("no space", "the disk is full"), ("file too large", "the file is larger than allowed"),
+                           ("permission", "permission denied")):
+        if marker in text:
+            return reason
+    return "the file could not be written completely"

@@ -78,6 +78,10 @@ class MultipartBody:
     def __len__(self) -> int:
         return self._length
 
+    def rewind(self) -> None:
+        """Start again from the first byte, to send the same body once more (a same-origin 307/308)."""
+        self._position = self._segment = self._offset = 0
+
     def read(self, size: int = -1) -> bytes:
         if self._cancel is not None and self._cancel.is_set():
             raise CancelledError("The upload was cancelled; nothing was changed.")

@@ -11,35 +11,32 @@ Built only on the standard library's http.server, NumPy and SimpleITK.
 
 from __future__ import annotations
 
-from .models import (
-    ImageCache,
-    Model,
-    ModelInput,
-    ModelOutput,
-    ModelRegistry,
-    PhantomOrganSegmenter,
-    RegionGrowAnnotation,
-    RegionGrowDeepgrow,
-    RegionGrowDeepgrow2D,
-    builtin_models,
-)
-from .reference import ReferenceServer, serve_forever_cli
-from .sessions import SessionStore
-from .stats import ServerStats
+import importlib
 
-__all__ = [
-    "ImageCache",
-    "Model",
-    "ModelInput",
-    "ModelOutput",
-    "ModelRegistry",
-    "PhantomOrganSegmenter",
-    "RegionGrowAnnotation",
-    "RegionGrowDeepgrow",
-    "RegionGrowDeepgrow2D",
-    "ReferenceServer",
-    "ServerStats",
-    "SessionStore",
-    "builtin_models",
-    "serve_forever_cli",
-]
+# Loaded on first use, so ``clara-aws`` can read the server's limits for its options without
+# importing SimpleITK for every command.
+_EXPORTS = {
+    "ImageCache": "models",
+    "Model": "models",
+    "ModelInput": "models",
+    "ModelOutput": "models",
+    "ModelRegistry": "models",
+    "PhantomOrganSegmenter": "models",
+    "RegionGrowAnnotation": "models",
+    "RegionGrowDeepgrow": "models",
+    "RegionGrowDeepgrow2D": "models",
+    "builtin_models": "models",
+    "ReferenceServer": "reference",
+    "serve_forever_cli": "reference",
+    "SessionStore": "sessions",
+    "ServerStats": "stats",
+    "ServerLimits": "limits",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..core.errors import ClaraError, InputError
+from .limits import add_limit_arguments, limits_from_arguments
 from .reference import serve_forever_cli
 
 
@@ -12,10 +14,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ClaraAWSLib.server", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 picks a free one)")
-    parser.add_argument("--session-expiry", type=int, default=3600, help="session lifetime limit, seconds")
-    parser.add_argument("--max-upload-mb", type=float, default=None, help="refuse larger request bodies (413)")
+    add_limit_arguments(parser)
     args = parser.parse_args(argv)
-    return serve_forever_cli(args.host, args.port, args.session_expiry, args.max_upload_mb)
+    try:
+        return serve_forever_cli(args.host, args.port, limits=limits_from_arguments(args))
+    except ClaraError as error:
+        print(f"python -m ClaraAWSLib.server: error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, InputError) else 1
 
 
 if __name__ == "__main__":

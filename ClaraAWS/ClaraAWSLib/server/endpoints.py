@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 import time
@@ -34,6 +35,7 @@ ENDPOINT_MODEL_TYPES: Dict[str, Optional[Tuple[str, ...]]] = {
     "deepgrow": ("deepgrow",),
 }
 IMAGE_FIELD_NAMES = ("datapoint", "image")
+SESSION_ID_CHARACTERS = re.compile(r"(?!\.+$)[A-Za-z0-9._~-]{1,256}")  # never only dots: ".." is a path step
 MAX_JSON_BODY_BYTES = 16 * 1024 * 1024
 
 ENDPOINT_SUMMARY = [
@@ -56,6 +58,7 @@ class ServerContext:
     temp_root: Path
     max_upload_bytes: Optional[int] = None
     log_requests: bool = False
+    max_image_voxels: Optional[int] = None
 
 
 @dataclass
@@ -148,7 +151,7 @@ def run_model(endpoint: str) -> Callable[[ServerContext, Request], Response]:
                     "The request has no image: send a file part named 'datapoint' (or 'image'), or add "
                     "&session_id=ID of a session created with PUT /session/."
                 )
-            image, cache = read_upload(upload), ImageCache()
+            image, cache = read_upload(upload, context.max_image_voxels), ImageCache()
 
         started = time.perf_counter()
         output = model.run(ModelInput(image, params, cache))
@@ -177,7 +180,7 @@ def create_session(context: ServerContext, request: Request) -> Response:
     upload = form.file("image", "datapoint") or (form.files[0] if form.files else None)
     if upload is None:
         raise BadRequest("PUT /session/ needs the volume as a file part named 'image'.")
-    image = read_upload(upload)
+    image = read_upload(upload, context.max_image_voxels)
     session = context.sessions.create(image, requested_expiry=requested, upload_bytes=upload.size)
     context.stats.add_session()
     return json_response(context.sessions.info(session))
@@ -199,6 +202,8 @@ def _session_id(request: Request) -> str:
     session_id = request.path[len("/session/"):].strip("/")
     if not session_id:
         raise BadRequest("Put the session id in the path: /session/ID.")
+    if not SESSION_ID_CHARACTERS.fullmatch(session_id):
+        raise BadRequest("A session id holds only letters, digits, '.', '_', '~' and '-' (not only dots); use the id PUT /session/ returned.")
     return session_id
 
 

@@ -6,19 +6,25 @@ against an independent reader.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import SimpleITK as sitk
 
-from .problems import InvalidImage
+from .limits import MIN_IMAGE_EDGE_VOXELS
+from .problems import InvalidImage, PayloadTooLarge
 from .upload import UploadedFile
+
+log = logging.getLogger("ClaraAWSLib.server")
 
 IMAGE_IOS = {".nii.gz": "NiftiImageIO", ".nii": "NiftiImageIO", ".nrrd": "NrrdImageIO", ".mha": "MetaImageIO"}
 RESULT_PIXEL_TYPES = {"uint8": (np.uint8, sitk.sitkUInt8), "uint16": (np.uint16, sitk.sitkUInt16)}
 
 
-def read_upload(upload: UploadedFile) -> sitk.Image:
+def read_upload(upload: UploadedFile, max_voxels: Optional[int] = None) -> sitk.Image:
+    """The uploaded image, checked for size before its voxels are decoded; messages never show server paths."""
     suffix = upload.suffix
     if suffix not in IMAGE_IOS:
         raise InvalidImage(
@@ -31,15 +37,35 @@ def read_upload(upload: UploadedFile) -> sitk.Image:
     reader.SetImageIO(IMAGE_IOS[suffix])
     reader.SetFileName(str(upload.path))
     try:
+        reader.ReadImageInformation()
+        _check_size(reader.GetSize(), max_voxels)
         image = reader.Execute()
     except RuntimeError as exc:
-        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
-        raise InvalidImage(f"The uploaded {suffix} image could not be read ({first_line[:200]}).") from None
+        # ITK's text names the server's temp file: it goes to the server log, not to the client.
+        log.info("Could not read an uploaded %s image: %s", suffix, str(exc).strip()[-300:])
+        raise InvalidImage(
+            f"The uploaded {suffix} image could not be read: it is damaged or not in the format its name says."
+        ) from None
     if image.GetDimension() != 3:
         raise InvalidImage(f"The uploaded image has {image.GetDimension()} dimensions; send a 3D volume.")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InvalidImage("The uploaded image has several components per voxel; send a scalar volume.")
     return image
+
+
+def _check_size(size, max_voxels: Optional[int]) -> None:
+    size = [int(v) for v in size]
+    voxels = int(np.prod(size, dtype=np.int64))
+    if max_voxels is not None and voxels > max_voxels:
+        raise PayloadTooLarge(
+            f"The uploaded image has {voxels} voxels (size {size}), more than this server's limit of {max_voxels}; "
+            "send a smaller image or raise the server's --max-image-mvoxels."
+        )
+    if len(size) >= 3 and min(size[:3]) < MIN_IMAGE_EDGE_VOXELS:
+        raise InvalidImage(
+            f"The uploaded image (size {size}) is too small for this server's models: they need at least "
+            f"{MIN_IMAGE_EDGE_VOXELS} voxels along every axis."
+        )
 
 
 def write_labels(labels: np.ndarray, reference: sitk.Image, path: Path, dtype: str, compress: bool) -> None:

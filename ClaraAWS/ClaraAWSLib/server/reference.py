@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import shutil
+import signal
 import socket
 import socketserver
 import ssl
@@ -13,8 +16,10 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
+from ..core.errors import InputError, ListenError
 from .app import AIAARequestHandler
 from .endpoints import ServerContext
+from .limits import ServerLimits
 from .models import Model, ModelRegistry
 from .sessions import SessionStore
 from .stats import ServerStats
@@ -72,7 +77,9 @@ class ReferenceServer:
     """A local AIAA v1 server with classical CPU models, for tests, demos and offline use.
 
     ``port=0`` picks a free port; ``url`` tells which after ``start()``. ``session_expiry`` is the
-    server's limit in seconds; ``max_upload_bytes`` makes larger bodies fail with 413 (None: no limit).
+    server's limit in seconds; ``max_upload_bytes`` makes larger bodies fail with 413 (None: no limit);
+    ``max_image_voxels`` bounds an image once decoded (413), ``max_sessions`` and ``max_session_bytes``
+    bound the sessions kept (the oldest expire first); defaults as in ``ServerLimits``.
     ``ssl_context`` (a server-side ``ssl.SSLContext``) serves HTTPS instead of HTTP.
     """
 
@@ -86,14 +93,18 @@ class ReferenceServer:
         models: Optional[Sequence[Model]] = None,
         ssl_context: Optional[ssl.SSLContext] = None,
         log_requests: bool = False,
+        max_image_voxels: Optional[int] = ServerLimits.max_image_voxels,
+        max_sessions: Optional[int] = ServerLimits.max_sessions,
+        max_session_bytes: Optional[int] = ServerLimits.max_session_bytes,
     ) -> None:
         self.host = host
         self._requested_port = int(port)
         self._ssl_context = ssl_context
         self.stats = ServerStats()
-        self.sessions = SessionStore(default_expiry=session_expiry)
+        self.sessions = SessionStore(default_expiry=session_expiry, max_sessions=max_sessions, max_bytes=max_session_bytes)
         self.models = ModelRegistry(models)
         self.max_upload_bytes = max_upload_bytes
+        self.max_image_voxels = max_image_voxels
         self.log_requests = log_requests
         self._httpd: Optional[_HTTPServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -111,6 +122,7 @@ class ReferenceServer:
             temp_root=self._temp_root,
             max_upload_bytes=self.max_upload_bytes,
             log_requests=self.log_requests,
+            max_image_voxels=self.max_image_voxels,
         )
         try:
             self._httpd = _HTTPServer((self.host, self._requested_port), context, self._ssl_context)
@@ -164,33 +176,75 @@ class ReferenceServer:
     def running(self) -> bool:
         return self._httpd is not None
 
+    @classmethod
+    def with_limits(cls, host: str, port: int, limits: ServerLimits, **options) -> "ReferenceServer":
+        return cls(
+            host,
+            port,
+            session_expiry=limits.session_expiry,
+            max_upload_bytes=limits.max_upload_bytes,
+            max_image_voxels=limits.max_image_voxels,
+            max_sessions=limits.max_sessions,
+            max_session_bytes=limits.max_session_bytes,
+            **options,
+        )
+
 
 def serve_forever_cli(
     host: str = "127.0.0.1",
     port: int = 5000,
-    session_expiry: int = 3600,
-    max_upload_mb: Optional[float] = None,
     *,
+    limits: Optional[ServerLimits] = None,
     out: TextIO = sys.stdout,
 ) -> int:
-    """Run the reference server in the foreground until Ctrl-C (``clara-aws serve``); returns an exit code."""
-    max_bytes = int(max_upload_mb * 1024 * 1024) if max_upload_mb else None
-    server = ReferenceServer(host, port, session_expiry=session_expiry, max_upload_bytes=max_bytes, log_requests=True)
+    """Run the reference server in the foreground until Ctrl-C or SIGTERM (``clara-aws serve``); returns 0.
+
+    Raises InputError for an address that cannot be one and ListenError when the address is taken or
+    not this machine's. The temp folder holding uploads is removed however the server stops.
+    """
+    if not 0 <= int(port) <= 65535:
+        raise InputError(f"--port {port} is not a port number; give one from 1 to 65535, or 0 for a free one.")
+    if not _could_be_host(host):
+        raise InputError(f"--host {host!r} is neither an IP address nor a host name; use e.g. 127.0.0.1.")
+    server = ReferenceServer.with_limits(host, port, limits or ServerLimits(), log_requests=True)
     try:
         server.start()
-    except OSError as exc:
-        print(f"Cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port.", file=sys.stderr)
-        return 2
-    print(f"ClaraAWS reference AIAA server listening on {server.url}  (health check: {server.url}/docs/)", file=out)
-    print("Models (classical CPU algorithms, not trained networks):", file=out)
-    for info in server.models.infos():
-        print(f"  {info['name']:<26} {info['type']:<13} labels: {', '.join(info['labels'])}", file=out)
-    print("Press Ctrl-C to stop.", file=out, flush=True)
+    except socket.gaierror:
+        raise InputError(f"--host {host!r} is not an address of this machine or a host name that resolves; use e.g. 127.0.0.1.") from None
+    except (OSError, OverflowError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ListenError(f"Cannot listen on {host}:{port} ({reason}); choose another --port or --host.") from None
+    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
+        print(f"ClaraAWS reference AIAA server listening on {server.url}  (health check: {server.url}/docs/)", file=out)
+        print("Models (classical CPU algorithms, not trained networks):", file=out)
+        for info in server.models.infos():
+            print(f"  {info['name']:<26} {info['type']:<13} labels: {', '.join(info['labels'])}", file=out)
+        print("Press Ctrl-C to stop.", file=out, flush=True)
         while server._thread is not None and server._thread.is_alive():
             server._thread.join(0.5)
     except KeyboardInterrupt:
         print("\nStopping.", file=out, flush=True)
     finally:
-        server.stop()
+        server.stop()  # removes the temp folder with any uploaded voxels
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+_HOST_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def _could_be_host(host: str) -> bool:
+    """An IP literal, or a host name by RFC 1123 (which never looks like a dotted number): no DNS query needed to refuse."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    return bool(_HOST_NAME.fullmatch(host)) and not re.fullmatch(r"[0-9.]+", host)
+
+
+def _interrupt(signum, frame) -> None:
+    # SIGTERM (systemd, docker stop, kill) stops the server like Ctrl-C does, through the finally above.
+    raise KeyboardInterrupt

@@ -1,7 +1,8 @@
 """Image sessions: an uploaded volume kept for a while so later calls send only points.
 
-Expired sessions are removed lazily, whenever the store is used. An unknown or expired session id is
-answered with HTTP 440, as AIAA does.
+Expired sessions are removed lazily, whenever the store is used. The store is bounded in count and
+in the bytes its images take: when a new session would pass either bound, the oldest sessions expire
+first. An unknown or expired session id is answered with HTTP 440, as AIAA does.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 import SimpleITK as sitk
 
 from .models import ImageCache
-from .problems import InvalidParams, SessionExpired
+from .problems import InvalidParams, PayloadTooLarge, SessionExpired
 
 
 @dataclass
@@ -27,6 +28,11 @@ class Session:
     expires_at: float  # on the store's clock
     upload_bytes: int
     cache: ImageCache = field(default_factory=ImageCache)
+
+    @property
+    def image_bytes(self) -> int:
+        image = self.image
+        return image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() * image.GetSizeOfPixelComponent()
 
     def info(self, now: float) -> Dict[str, Any]:
         image = self.image
@@ -47,13 +53,24 @@ class Session:
 class SessionStore:
     """Thread-safe sessions with expiry; ``clock`` is injectable so tests can move time."""
 
-    def __init__(self, default_expiry: int = 3600, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        default_expiry: int = 3600,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_sessions: Optional[int] = None,
+        max_bytes: Optional[int] = None,
+    ) -> None:
         if default_expiry <= 0:
             raise ValueError("The session expiry must be a positive number of seconds.")
         self.default_expiry = int(default_expiry)
+        self.max_sessions = max_sessions
+        self.max_bytes = max_bytes
         self._clock = clock
         self._lock = threading.Lock()
+        # Insertion order is creation order: the first entry is the oldest session.
         self._sessions: Dict[str, Session] = {}
+        self.evicted = 0
 
     def applied_expiry(self, requested: Optional[int]) -> int:
         """The server's limit, or the request's expiry when that is smaller (0 or None: the limit)."""
@@ -74,10 +91,32 @@ class SessionStore:
             expires_at=now + expiry,
             upload_bytes=upload_bytes,
         )
+        if self.max_bytes is not None and session.image_bytes > self.max_bytes:
+            raise PayloadTooLarge(
+                f"The image takes {session.image_bytes} bytes, more than the {self.max_bytes} this server keeps for all "
+                "sessions together; send a smaller image, run without a session, or raise the server's --max-session-mb."
+            )
         with self._lock:
             self._purge(now)
+            self._make_room(session.image_bytes)
             self._sessions[session.session_id] = session
         return session
+
+    @property
+    def image_bytes(self) -> int:
+        """Bytes all sessions' images take now."""
+        with self._lock:
+            return sum(s.image_bytes for s in self._sessions.values())
+
+    def _make_room(self, new_bytes: int) -> None:
+        held = sum(s.image_bytes for s in self._sessions.values())
+        while self._sessions and (
+            (self.max_sessions is not None and len(self._sessions) >= self.max_sessions)
+            or (self.max_bytes is not None and held + new_bytes > self.max_bytes)
+        ):
+            oldest = next(iter(self._sessions))
+            held -= self._sessions.pop(oldest).image_bytes
+            self.evicted += 1
 
     def get(self, session_id: str) -> Session:
         with self._lock:

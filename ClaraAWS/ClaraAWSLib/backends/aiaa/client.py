@@ -8,13 +8,15 @@ typed errors in ``errors.py``.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
-from urllib.parse import urlsplit
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
 
@@ -27,7 +29,9 @@ from ...core.errors import (
     MalformedResponseError,
     NotFoundError,
     PayloadTooLargeError,
+    RedirectError,
     RemoteError,
+    ResultTooLargeError,
     ServerError,
     ServerTimeoutError,
     ServerUnavailableError,
@@ -35,19 +39,40 @@ from ...core.errors import (
     SessionExpiredError,
     TLSError,
 )
-from ...core.geometry import Volume
-from ...core.imageio import EncodedImage, SliceLimit, as_label_volume, decode_image, encode_volume, read_image_file
+from ...core.geometry import ImageGrid, Volume
+from ...core.imageio import (
+    EncodedImage,
+    SliceLimit,
+    as_label_volume,
+    decode_image,
+    encode_volume,
+    max_result_voxels,
+    read_image_file,
+    result_byte_limit,
+)
 from ...core.multipart import CancelToken, FilePart, MultipartBody, ProgressCallback, parse_multipart
+from ..transport import Deadline, DeadlineAdapter, answers_tls, origin, origin_text, positive_seconds, without_userinfo
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Inference on a large CT can take minutes without a byte on the wire.
 DEFAULT_READ_TIMEOUT = 900.0
+#: The longest a whole request may take, upload and download included, however the bytes trickle.
+DEFAULT_DEADLINE = 3600.0
 MIN_EXTREME_POINTS = 6
 AUTO_SEGMENTATION_TYPES = ("segmentation", "others", "pipeline")
 ANNOTATION_TYPES = ("annotation",)
 DEEPGROW_TYPES = ("deepgrow", "pipeline")
 SESSION_EXPIRED_STATUS = 440
 DOWNLOAD_CHUNK_BYTES = 1 << 20
+#: JSON answers (model lists, session info) are small; a larger one is not an AIAA server's.
+MAX_JSON_ANSWER_BYTES = 32 << 20
+ERROR_EXCERPT_BYTES = 64 << 10
+MAX_REDIRECTS = 5
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+#: Session ids go into request paths: only these characters, and never only dots ("..").
+SESSION_ID_PATTERN = re.compile(r"(?!\.+$)[A-Za-z0-9._~-]{1,256}")
+HEADER_NAME_PATTERN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+POINT_KEYS = {"points": "Point", "foreground": "Foreground point", "background": "Background point"}
 
 ImageInput = Union[EncodedImage, Volume, str, Path]
 Point = Sequence[int]
@@ -71,6 +96,8 @@ class AIAAResult:
     image_bytes: Optional[bytes] = None
     bytes_sent: int = 0
     timings: Dict[str, float] = field(default_factory=dict)
+    #: The grid of the image the result answers; it bounds how large a result may decode.
+    input_grid: Optional[ImageGrid] = None
 
     def labels(self, needed: Optional[SliceLimit] = None) -> Volume:
         """The result label image; ``needed`` lets an edit skip inflating slices it will not use."""
@@ -78,7 +105,8 @@ class AIAAResult:
             raise MalformedResponseError(
                 "The server answered without a result image; the model may not produce label images."
             )
-        return as_label_volume(decode_image(self.image_bytes, self.filename or "", needed=needed))
+        limit = max_result_voxels(self.input_grid)
+        return as_label_volume(decode_image(self.image_bytes, self.filename or "", needed=needed, max_voxels=limit))
 
 
 MODEL_TYPES_FOR_TASK = {"auto": AUTO_SEGMENTATION_TYPES, "annotation": ANNOTATION_TYPES, "deepgrow": DEEPGROW_TYPES}
@@ -107,24 +135,62 @@ def as_encoded_image(image: ImageInput) -> EncodedImage:
 
 
 def normalise_base_url(url: str) -> str:
-    """``scheme://host[:port][/prefix]`` without a trailing '/'; a bare host gets https://."""
+    """``scheme://host[:port][/prefix]`` without a trailing '/' or user-info; a bare host gets https://."""
+    return split_credentials(url)[0]
+
+
+def split_credentials(url: str) -> Tuple[str, Optional[Tuple[str, str]]]:
+    """(normalised base URL without ``user:password@``, (user, password) or None).
+
+    The credentials travel as basic auth to this origin only; messages and logs see the URL without them.
+    """
     url = (url or "").strip()
     if not url:
         raise InputError("No server URL was given; enter the AIAA server's address, e.g. https://clara.example.org.")
     if "://" not in url:
         url = "https://" + url
-    parts = urlsplit(url)
+    shown = without_userinfo(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError for a port that is not a number in 0-65535
+        if parts.netloc.rpartition("@")[2].startswith("["):
+            ipaddress.IPv6Address(parts.hostname or "")  # Python 3.9's urlsplit accepts any text in brackets
+    except ValueError:
+        raise InputError(
+            f"'{shown}' is not a valid server address (check the brackets of an IPv6 address and the port number); "
+            "enter e.g. https://clara.example.org or http://[::1]:5000."
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError(f"'{url}' is not an http(s) server address; enter e.g. https://clara.example.org or http://127.0.0.1:5000.")
+        raise InputError(f"'{shown}' is not an http(s) server address; enter e.g. https://clara.example.org or http://127.0.0.1:5000.")
     if parts.query or parts.fragment:
-        raise InputError(f"The server address '{url}' carries a query or fragment; give only scheme, host, port and path prefix.")
+        raise InputError(f"The server address '{shown}' carries a query or fragment; give only scheme, host, port and path prefix.")
+    netloc = parts.netloc.rpartition("@")[2]
     path = parts.path.rstrip("/")
     for endpoint in ("/v1/models", "/v1", "/docs"):
         if path.endswith(endpoint):
             raise InputError(
-                f"The server address should not include '{endpoint}'; use {parts.scheme}://{parts.netloc}{path[: -len(endpoint)]}."
+                f"The server address should not include '{endpoint}'; use {parts.scheme}://{netloc}{path[: -len(endpoint)]}."
             )
-    return f"{parts.scheme}://{parts.netloc}{path}"
+    credentials = None
+    if "@" in parts.netloc:
+        credentials = (unquote(parts.username or ""), unquote(parts.password or ""))
+    return f"{parts.scheme}://{netloc}{path}", credentials
+
+
+def check_headers(headers: Mapping[str, str]) -> Dict[str, str]:
+    """Extra request headers as they can go on the wire; an InputError names a bad one, never its value."""
+    checked = {}
+    for name, value in headers.items():
+        name, value = str(name), str(value)
+        if not HEADER_NAME_PATTERN.fullmatch(name):
+            raise InputError(f"The header name {name!r} is not a valid HTTP header name; use e.g. Authorization.")
+        if not all(32 <= ord(char) < 127 or char == "\t" for char in value):
+            raise InputError(
+                f"The value of the header {name!r} holds non-ASCII characters or line breaks, which HTTP headers cannot carry; "
+                "re-enter it (the value is not shown here on purpose)."
+            )
+        checked[name] = value
+    return checked
 
 
 class AIAAClient:
@@ -139,15 +205,22 @@ class AIAAClient:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         http_session: Optional[requests.Session] = None,
+        deadline: Optional[float] = DEFAULT_DEADLINE,
     ) -> None:
-        self.base_url = normalise_base_url(base_url)
+        """``deadline`` bounds each whole request in seconds (None: no bound beyond the timeouts)."""
+        self.base_url, self._credentials = split_credentials(base_url)
         if isinstance(verify, str) and not Path(verify).exists():
             raise InputError(f"The CA bundle {verify} does not exist; give the path of a PEM file or leave it empty.")
         self.verify = verify
-        self.timeout = (float(connect_timeout), float(read_timeout))
+        self.timeout = (positive_seconds(connect_timeout, "connect timeout"), positive_seconds(read_timeout, "read timeout"))
+        self.deadline = None if deadline is None else positive_seconds(deadline, "deadline")
+        extra_headers = check_headers(dict(headers or {}))
         self.http = http_session or requests.Session()
+        adapter = DeadlineAdapter()
+        self.http.mount("http://", adapter)
+        self.http.mount("https://", adapter)
         self.http.headers["User-Agent"] = f"ClaraAWS/{__version__}"
-        self.http.headers.update(dict(headers or {}))
+        self.http.headers.update(extra_headers)
 
     # --- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
@@ -255,14 +328,25 @@ class AIAAClient:
             started = time.perf_counter()
             encoded = as_encoded_image(image)
             encode_seconds = time.perf_counter() - started
+        grid = encoded.grid if encoded is not None else session.image.grid
+        check_points_inside(payload, grid)
         try:
             result = self._work_call(endpoint, model, payload, encoded, session, progress, cancel, download_progress)
         except SessionExpiredError:
             if session is None:
                 raise
             self._recreate_session(session, progress, cancel)
-            result = self._work_call(endpoint, model, payload, None, session, progress, cancel, download_progress)
+            try:
+                result = self._work_call(endpoint, model, payload, None, session, progress, cancel, download_progress)
+            except SessionExpiredError as error:
+                raise SessionExpiredError(
+                    "The server dropped the volume again right after it was sent anew (session rejected twice); "
+                    "it may be short of memory or limit its sessions: try again later or ask its operator.",
+                    status=error.status,
+                    details=error.details,
+                ) from error
         result.timings["encode"] = encode_seconds
+        result.input_grid = grid
         return result
 
     # --- sessions ------------------------------------------------------------------------
@@ -280,16 +364,16 @@ class AIAAClient:
         return session
 
     def session_info(self, session: Union[ImageSession, str]) -> Dict[str, Any]:
-        session_id = session.session_id if isinstance(session, ImageSession) else session
-        answer = self._json(self._request("GET", f"/session/{session_id}", what="the session"), "/session/")
+        path = _session_path(session.session_id if isinstance(session, ImageSession) else session)
+        answer = self._json(self._request("GET", path, what="the session"), "/session/")
         if not isinstance(answer, dict):
             raise MalformedResponseError("The server's session information is not a JSON object; the response is malformed.")
         return answer
 
     def close_session(self, session: Union[ImageSession, str]) -> bool:
-        session_id = session.session_id if isinstance(session, ImageSession) else session
+        path = _session_path(session.session_id if isinstance(session, ImageSession) else session)
         try:
-            self._request("DELETE", f"/session/{session_id}", what="the session")
+            self._request("DELETE", path, what="the session")
         except SessionExpiredError:
             return False
         return True
@@ -302,7 +386,9 @@ class AIAAClient:
         answer = self._json(response, "/session/")
         if not isinstance(answer, dict) or not answer.get("session_id"):
             raise MalformedResponseError("The server created a session but sent no session_id; the response is malformed.")
-        session.session_id = str(answer["session_id"])
+        session_id = str(answer["session_id"])
+        _session_path(session_id)  # refuses an id that could change the request path
+        session.session_id = session_id
         session.info = answer
         session.uploads += 1
 
@@ -323,20 +409,19 @@ class AIAAClient:
             query["session_id"] = session.session_id
         file = _file_part("datapoint", encoded) if encoded is not None else None
         body = MultipartBody({"params": json.dumps(params)}, file, progress=progress, cancel=cancel)
+        grid = encoded.grid if encoded is not None else session.image.grid
         started = time.perf_counter()
-        response = self._request(
-            "POST", f"/v1/{endpoint}", params=query, body=body, cancel=cancel, what=f"model '{model}'", stream=True
+        answer = self._request(
+            "POST", f"/v1/{endpoint}", params=query, body=body, cancel=cancel, what=f"model '{model}'",
+            download_progress=download_progress, max_bytes=result_byte_limit(grid),
         )
-        headers_at = time.perf_counter()
-        content = self._read_body(response, download_progress, cancel)
-        finished = time.perf_counter()
         upload_end = body.finished_at or started
-        result = _parse_work_response(response.headers.get("Content-Type", ""), content, endpoint)
+        result = _parse_work_response(answer.response.headers.get("Content-Type", ""), answer.content, endpoint)
         result.bytes_sent = len(body)
         result.timings.update(
             upload=upload_end - (body.started_at or started),
-            wait=headers_at - upload_end,
-            download=finished - headers_at,
+            wait=answer.headers_at - upload_end,
+            download=answer.finished_at - answer.headers_at,
         )
         if cancel is not None and cancel.is_set():
             raise CancelledError("The request was cancelled; nothing was changed.")
@@ -351,96 +436,193 @@ class AIAAClient:
         body: Optional[MultipartBody] = None,
         cancel: Optional[CancelToken] = None,
         what: str = "",
-        stream: bool = False,
-    ) -> requests.Response:
+        download_progress: Optional[ProgressCallback] = None,
+        max_bytes: int = MAX_JSON_ANSWER_BYTES,
+    ) -> "_Answer":
+        """One request, its same-origin redirects and its whole answer, all within the overall deadline."""
         if cancel is not None and cancel.is_set():
             raise CancelledError("The request was cancelled before it was sent; nothing was changed.")
         url = self.base_url + path
+        deadline = Deadline(self.deadline)
+        try:
+            with deadline:
+                for _ in range(MAX_REDIRECTS + 1):
+                    response = self._send(method, url, params, body)
+                    target = self._redirect_target(response, method, url, body)
+                    if target is None:
+                        break
+                    url, params = target, None
+                    if body is not None:
+                        body.rewind()
+                else:
+                    raise RedirectError(
+                        f"The server at {origin_text(url)} redirected more than {MAX_REDIRECTS} times; check the server URL.",
+                        status=response.status_code,
+                    )
+                headers_at = time.perf_counter()
+                if response.status_code >= 400:
+                    raise _status_error(response, url, what, len(body) if body is not None else 0)
+                content = self._read_body(response, download_progress, cancel, max_bytes)
+        except requests.exceptions.RequestException as error:
+            if deadline.expired:
+                raise self._deadline_error(url, error) from error
+            raise self._transport_error(url, error) from error
+        except ServerError as error:
+            if deadline.expired and not isinstance(error, ServerTimeoutError):
+                raise self._deadline_error(url, error) from error
+            raise
+        return _Answer(response, content, headers_at, time.perf_counter())
+
+    def _send(self, method: str, url: str, params, body: Optional[MultipartBody]) -> requests.Response:
         headers = {"Accept": "multipart/form-data, application/json;q=0.9, */*;q=0.1"}
         if body is not None:
             headers["Content-Type"] = body.content_type
+        return self.http.request(
+            method, url, params=params, data=body, headers=headers, timeout=self.timeout, verify=self.verify,
+            stream=True, allow_redirects=False, auth=self._credentials,
+        )
+
+    def _redirect_target(
+        self, response: requests.Response, method: str, url: str, body: Optional[MultipartBody]
+    ) -> Optional[str]:
+        """Where a safe redirect points (same origin, body kept), None for no redirect; RedirectError otherwise."""
+        if response.status_code not in REDIRECT_STATUSES or "Location" not in response.headers:
+            return None
+        target = urljoin(response.url or url, response.headers["Location"])
+        shown = without_userinfo(target)
+        response.close()
         try:
-            response = self.http.request(
-                method, url, params=params, data=body, headers=headers, timeout=self.timeout, verify=self.verify,
-                stream=stream,
+            same_origin = origin(target) == origin(url)
+        except ValueError:  # a Location with a port that is not one
+            same_origin = False
+        if not same_origin:
+            downgrade = urlsplit(url).scheme == "https" and urlsplit(target).scheme != "https"
+            raise RedirectError(
+                f"The server at {origin_text(url)} redirected to {shown}"
+                + (", from https to plain http" if downgrade else ", another address")
+                + "; ClaraAWS follows no such redirect, so nothing was sent there: use that address as the server URL only if you trust it.",
+                status=response.status_code,
             )
-        except requests.exceptions.SSLError as error:
-            if "wrong version number" in str(error).lower() or "WRONG_VERSION_NUMBER" in str(error):
-                raise TLSError(
-                    f"{_host(url)} does not answer HTTPS; if it is a plain-HTTP server, use "
-                    f"{_host(url).replace('https://', 'http://', 1)} (plain HTTP only for anonymised data).",
-                    details=str(error),
-                ) from error
-            raise TLSError(
-                f"The TLS certificate of {_host(url)} could not be verified; use the host name the certificate names "
+        if body is not None and response.status_code not in (307, 308):
+            raise RedirectError(
+                f"The server at {origin_text(url)} answered the upload with a redirect (HTTP {response.status_code}) to {shown}, "
+                "which would drop the upload; check the server URL and its path prefix.",
+                status=response.status_code,
+            )
+        return target
+
+    def _transport_error(self, url: str, error: requests.exceptions.RequestException) -> ServerError:
+        host = origin_text(url)
+        text = str(error)
+        if isinstance(error, requests.exceptions.SSLError):
+            if "wrong version number" in text.lower() or "WRONG_VERSION_NUMBER" in text:
+                return TLSError(
+                    f"{host} does not answer HTTPS; if it is a plain-HTTP server, use "
+                    f"{host.replace('https://', 'http://', 1)} (plain HTTP only for anonymised data).",
+                    details=text,
+                )
+            return TLSError(
+                f"The TLS certificate of {host} could not be verified; use the host name the certificate names "
                 "(your DNS alias for the load balancer), give a CA bundle, or turn verification off only for a server you trust.",
-                details=str(error),
-            ) from error
-        except requests.exceptions.ConnectTimeout as error:
-            raise ServerTimeoutError(
-                f"Could not connect to {_host(url)} within {self.timeout[0]:g} s; check the URL, your network, and that "
+                details=text,
+            )
+        if isinstance(error, requests.exceptions.ConnectTimeout):
+            return ServerTimeoutError(
+                f"Could not connect to {host} within {self.timeout[0]:g} s; check the URL, your network, and that "
                 "the load balancer allows your IP address.",
-                details=str(error),
-            ) from error
-        except requests.exceptions.ReadTimeout as error:
-            raise ServerTimeoutError(
-                f"The server at {_host(url)} did not answer within {self.timeout[1]:g} s; it may still be working: "
+                details=text,
+            )
+        if isinstance(error, requests.exceptions.ReadTimeout):
+            return ServerTimeoutError(
+                f"The server at {host} did not answer within {self.timeout[1]:g} s; it may still be working: "
                 "raise the read timeout or try a smaller volume.",
-                details=str(error),
-            ) from error
-        except requests.exceptions.ConnectionError as error:
-            raise ServerUnreachableError(_unreachable_message(url, error), details=str(error)) from error
-        except requests.exceptions.RequestException as error:
-            raise ServerUnreachableError(
-                f"The request to {_host(url)} failed before an answer arrived ({type(error).__name__}); try again.",
-                details=str(error),
-            ) from error
-        if response.status_code >= 400:
-            raise _status_error(response, url, what, len(body) if body is not None else 0)
-        return response
+                details=text,
+            )
+        if isinstance(error, requests.exceptions.ConnectionError):
+            return ServerUnreachableError(_unreachable_message(url, error), details=text)
+        return ServerUnreachableError(
+            f"The request to {host} failed before an answer arrived ({type(error).__name__}); try again.", details=text
+        )
+
+    def _deadline_error(self, url: str, error: Exception) -> ServerTimeoutError:
+        return ServerTimeoutError(
+            f"The request to {origin_text(url)} did not finish within the overall deadline of {self.deadline:g} s "
+            "(the server or a proxy sends too slowly); try again, or raise the deadline for very large volumes.",
+            details=str(error),
+        )
 
     def _read_body(
-        self, response: requests.Response, progress: Optional[ProgressCallback], cancel: Optional[CancelToken]
+        self,
+        response: requests.Response,
+        progress: Optional[ProgressCallback],
+        cancel: Optional[CancelToken],
+        max_bytes: int,
     ) -> bytes:
-        """The response body, read in chunks so a progress bar can follow and a cancel can stop it."""
-        total = int(response.headers.get("Content-Length") or 0)
+        """The response body, read in chunks so a progress bar can follow, a cancel can stop it and a flood ends."""
+        total = _declared_length(response)
+        host = origin_text(response.url)
+        if total is not None and total > max_bytes:
+            response.close()
+            raise ResultTooLargeError(
+                f"The answer from {host} would be {total / 1e6:.1f} MB, far more than the request can need "
+                f"(at most {max_bytes / 1e6:.1f} MB); the server is faulty: nothing was changed."
+            )
         chunks, received = [], 0
         try:
             for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
                 chunks.append(chunk)
                 received += len(chunk)
+                if received > max_bytes:
+                    response.close()
+                    raise ResultTooLargeError(
+                        f"The answer from {host} grew past {max_bytes / 1e6:.1f} MB, far more than the request can need; "
+                        "the server is faulty: nothing was changed."
+                    )
                 if progress is not None:
-                    progress(received, total)
+                    progress(received, total or 0)
                 if cancel is not None and cancel.is_set():
                     response.close()
                     raise CancelledError("The download was cancelled; nothing was changed.")
         except requests.exceptions.ConnectionError as error:
-            host = _host(response.url)
             if "timed out" in str(error).lower():
                 raise ServerTimeoutError(
                     f"The result from {host} stopped arriving for {self.timeout[1]:g} s; try again.", details=str(error)
                 ) from error
             raise ServerUnreachableError(
-                f"The connection to {host} broke while the result was downloading; try again.", details=str(error)
+                f"The connection to {host} broke while the answer was downloading; try again.", details=str(error)
             ) from error
         except requests.exceptions.RequestException as error:  # e.g. a body shorter than announced
             raise MalformedResponseError(
-                f"The result from {_host(response.url)} arrived incomplete; try again.", details=str(error)
+                f"The answer from {host} arrived incomplete (the connection was cut off); try again.", details=str(error)
             ) from error
         if total and received < total:  # older urllib3 versions end the stream quietly
             raise MalformedResponseError(
-                f"The result from {_host(response.url)} arrived incomplete ({received} of {total} bytes); try again."
+                f"The answer from {host} arrived incomplete ({received} of {total} bytes); try again."
             )
         return b"".join(chunks)
 
-    def _json(self, response: requests.Response, path: str) -> Any:
+    def _json(self, answer: "_Answer", path: str) -> Any:
+        text = answer.content.decode("utf-8", errors="replace")
         try:
-            return response.json()
+            return json.loads(text)
         except ValueError as error:
+            if _cut_off_json(text):
+                raise MalformedResponseError(
+                    f"The server's answer to {path} ends in the middle of its JSON (the body was cut off); try again.",
+                    details=text[:500],
+                ) from error
             raise MalformedResponseError(
                 f"The server answered {path} with something that is not JSON; check that the URL points at an AIAA server.",
-                details=response.text[:500],
+                details=text[:500],
             ) from error
+
+
+@dataclass
+class _Answer:
+    response: requests.Response
+    content: bytes
+    headers_at: float
+    finished_at: float
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -466,14 +648,88 @@ def _index_points(points: Sequence[Point], what: str) -> List[List[int]]:
 
 def _normalise_model(model: Dict[str, Any]) -> Dict[str, Any]:
     model = dict(model)
+    name = model.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise MalformedResponseError(
+            f"The server lists a model whose name is {json.dumps(name)[:40]}, not a text; the server's model list is malformed."
+        )
     # Servers differ in case ("DeepGrow"); the protocol's types are lower case.
     model["type"] = str(model.get("type") or "others").strip().lower()
-    model.setdefault("description", "")
+    description = model.get("description")
+    model["description"] = description if isinstance(description, str) else ""
     labels = model.get("labels") or []
     if isinstance(labels, dict):  # some servers map label values to names
         labels = [name for _, name in sorted(labels.items(), key=lambda item: int(item[1]) if str(item[1]).isdigit() else 0)]
+    if not isinstance(labels, (list, tuple)) or not all(isinstance(label, (str, int, float)) for label in labels):
+        raise MalformedResponseError(
+            f"The server lists the labels of model '{name}' as {json.dumps(labels)[:40]}, not a list of names; "
+            "the server's model list is malformed."
+        )
     model["labels"] = [str(label) for label in labels]
     return model
+
+
+def _cut_off_json(text: str) -> bool:
+    """Whether ``text`` reads as the start of a JSON document that was cut off (open brackets or string at its end)."""
+    text = text.strip()
+    if text[:1] not in ("{", "["):
+        return False
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+    return in_string or depth > 0
+
+
+def _session_path(session_id: str) -> str:
+    """``/session/<id>``, for an id of safe characters only (a server's id could otherwise rewrite the path)."""
+    if not isinstance(session_id, str) or not SESSION_ID_PATTERN.fullmatch(session_id):
+        raise MalformedResponseError(
+            f"The server sent the session id {json.dumps(session_id)[:60]}, which holds characters a session id "
+            "may not (letters, digits and . _ ~ - only); the server is faulty or hostile."
+        )
+    return "/session/" + quote(session_id, safe="")
+
+
+def check_points_inside(params: Mapping[str, Any], grid: ImageGrid) -> None:
+    """Points must be voxels of the image as sent; refusing here saves the upload the server would refuse."""
+    size = grid.size
+    groups = [(name, params.get(key)) for key, name in POINT_KEYS.items()]
+    if params.get("current_point") is not None:
+        groups.append(("Current point", [params["current_point"]]))
+    for name, points in groups:
+        if not isinstance(points, (list, tuple)):
+            continue  # not points at all: the server's own checks name it
+        for number, point in enumerate(points, start=1):
+            try:
+                outside = any(not 0 <= int(value) < limit for value, limit in zip(point, size))
+            except (TypeError, ValueError):
+                continue
+            if outside and isinstance(point, (list, tuple)):
+                raise InputError(
+                    f"{name} {number} at voxel {list(point)} lies outside the volume of {list(size)} voxels; "
+                    "give indices from 0 to size-1 along each axis."
+                )
+
+
+def _declared_length(response: requests.Response) -> Optional[int]:
+    """The Content-Length a response announces, None when it gives none or nonsense (then the body decides)."""
+    try:
+        length = int(response.headers.get("Content-Length", ""))
+    except ValueError:
+        return None
+    return length if length >= 0 else None
 
 
 def _parse_work_response(content_type: str, content: bytes, endpoint: str) -> AIAAResult:
@@ -512,26 +768,39 @@ def _json_object(data: bytes, what: str) -> Dict[str, Any]:
     return value
 
 
-def _host(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
 def _unreachable_message(url: str, error: Exception) -> str:
     text = str(error)
     if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo failed" in text or "NameResolution" in text:
-        return f"The host name of {_host(url)} could not be resolved; check the spelling of the server URL."
+        return f"The host name of {origin_text(url)} could not be resolved; check the spelling of the server URL."
     if "refused" in text.lower():
-        return f"Nothing is listening at {_host(url)} (connection refused); check the URL and port, and that the server is running."
+        return f"Nothing is listening at {origin_text(url)} (connection refused); check the URL and port, and that the server is running."
     if "reset" in text.lower() or "aborted" in text.lower() or "RemoteDisconnected" in text:
-        return f"The connection to {_host(url)} was closed before the server answered; the server may have restarted: try again."
-    return f"Could not reach the AIAA server at {_host(url)}; check the URL and that the server is running."
+        if url.startswith("http://") and answers_tls(url):
+            https = origin_text(url).replace("http://", "https://", 1)
+            return f"{origin_text(url)} speaks HTTPS, not plain HTTP; use {https} as the server URL."
+        return f"The connection to {origin_text(url)} was closed before the server answered; the server may have restarted: try again."
+    return f"Could not reach the AIAA server at {origin_text(url)}; check the URL and that the server is running."
 
 
-def _server_message(response: requests.Response) -> Optional[str]:
+def _error_text(response: requests.Response) -> str:
+    """The start of an error answer's body; a hostile server cannot make the client read all of it."""
+    data = b""
+    try:
+        for chunk in response.iter_content(ERROR_EXCERPT_BYTES):
+            data += chunk
+            if len(data) >= ERROR_EXCERPT_BYTES:
+                break
+    except requests.exceptions.RequestException:
+        pass  # what arrived is enough for the message
+    finally:
+        response.close()
+    return data[:ERROR_EXCERPT_BYTES].decode("utf-8", errors="replace")
+
+
+def _server_message(text: str) -> Optional[str]:
     """The message of an AIAA error JSON (``{"error": {"message": [...]}}``), if the body is one."""
     try:
-        body = response.json()
+        body = json.loads(text)
     except ValueError:
         return None
     error = body.get("error") if isinstance(body, dict) else None
@@ -549,9 +818,10 @@ def _server_message(response: requests.Response) -> Optional[str]:
 
 def _status_error(response: requests.Response, url: str, what: str, body_bytes: int) -> ServerError:
     status = response.status_code
-    message = _server_message(response)
-    details = message or response.text[:500]
-    host = _host(url)
+    text = _error_text(response)
+    message = _server_message(text)
+    details = message or text[:500]
+    host = origin_text(url)
     path = urlsplit(url).path
     if status == SESSION_EXPIRED_STATUS:
         return SessionExpiredError("The server no longer holds this volume (session expired); it will be sent again.", status=status, details=details)

@@ -1,0 +1,180 @@
+"""The client's HTTP transport: an overall deadline per request, and the rules for what may leave.
+
+Connect and read timeouts bound each wait for a byte, not a request: a proxy that trickles one byte
+per second never trips them. ``DeadlineAdapter`` therefore remembers the connection each request is
+using on this thread, and a timer shuts that socket down when the request's deadline passes, so the
+blocked read returns at once and the client can say what happened.
+
+The redaction helpers live here too: the URL a message names never carries ``user:password@``.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import ssl
+import threading
+from typing import Optional
+from urllib.parse import urlsplit, urlunsplit
+
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from ..core.errors import InputError
+
+_current = threading.local()
+
+
+class _Watch:
+    """The connections one request used on this thread; ``expired`` once the timer fired."""
+
+    def __init__(self) -> None:
+        self.connections: list = []
+        self.expired = False
+        self._lock = threading.Lock()
+
+    def add(self, connection) -> None:
+        with self._lock:
+            self.connections.append(connection)
+            expired = self.expired
+        if expired:
+            _shut(connection)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            connections = list(self.connections)
+        for connection in connections:
+            _shut(connection)
+
+
+def _shut(connection) -> None:
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed: nothing is waiting on it
+
+
+class _WatchedRequest:
+    # putrequest runs for every request, also on a reused keep-alive connection, in the calling thread.
+    def putrequest(self, *args, **kwargs):
+        watch = getattr(_current, "watch", None)
+        if watch is not None:
+            watch.add(self)
+        return super().putrequest(*args, **kwargs)
+
+
+class _WatchedHTTPConnection(_WatchedRequest, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedRequest, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+def _watch_pools(manager):
+    manager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+    return manager
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """An ``HTTPAdapter`` whose connections a ``Deadline`` can cut."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        _watch_pools(self.poolmanager)
+
+    def proxy_manager_for(self, *args, **kwargs):
+        return _watch_pools(super().proxy_manager_for(*args, **kwargs))
+
+
+class Deadline:
+    """``with Deadline(seconds):`` cuts this thread's request connections when ``seconds`` have passed."""
+
+    def __init__(self, seconds: Optional[float]) -> None:
+        self.seconds = seconds
+        self._watch = _Watch()
+        self._timer: Optional[threading.Timer] = None
+
+    @property
+    def expired(self) -> bool:
+        return self._watch.expired
+
+    def __enter__(self) -> "Deadline":
+        _current.watch = self._watch
+        if self.seconds is not None:
+            self._timer = threading.Timer(self.seconds, self._watch.expire)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        _current.watch = None
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def positive_seconds(value, what: str) -> float:
+    """``value`` as a finite, positive number of seconds, or one InputError naming ``what``."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"The {what} {value!r} is not a number of seconds; give e.g. 30.") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InputError(f"The {what} must be a positive, finite number of seconds, not {value!r}; give e.g. 30.")
+    return seconds
+
+
+# --- what a message may show ------------------------------------------------------------------
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` removed (a malformed URL is returned with it cut off roughly)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        scheme, sep, rest = url.partition("://")
+        return scheme + sep + rest.rpartition("@")[2] if sep else url.rpartition("@")[2]
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def origin(url: str) -> tuple:
+    """(scheme, host, port) with default ports filled in: what decides whether credentials may go."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def origin_text(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, never with user-info: the form every message uses."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def answers_tls(url: str, timeout: float = 3.0) -> bool:
+    """Whether the host and port of a plain-http ``url`` complete a TLS handshake (no request is sent)."""
+    parts = urlsplit(url)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only asking whether TLS is spoken; nothing is sent over it
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=parts.hostname):
+                return True
+    except (OSError, ValueError):
+        return False
