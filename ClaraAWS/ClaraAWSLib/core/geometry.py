@@ -212,3 +212,40 @@ def result_on_grid(labels: Volume, grid: ImageGrid) -> Volume:
             "its geometry is wrong, so it cannot be placed: check the server's output writer."
         )
     return resampled
+
+
+def sub_grid(grid: ImageGrid, start: Sequence[int], size: Sequence[int]) -> ImageGrid:
+    """The grid of the box of ``size`` voxels starting at voxel ``start`` (i, j, k) of ``grid``: same axes, moved origin."""
+    origin = (grid.ijk_to_lps() @ np.array([*(float(v) for v in start), 1.0]))[:3]
+    return ImageGrid(tuple(int(v) for v in size), grid.spacing, tuple(origin), grid.direction)
+
+
+#: A box's origin must fall this close (in voxels) to a voxel of the big grid to be placed without resampling.
+PLACEMENT_TOLERANCE_VOXELS = 1e-3
+
+
+def voxel_offset(small: ImageGrid, big: ImageGrid):
+    """(i, j, k) of ``small``'s first voxel in ``big`` when ``small`` is a box of ``big``'s voxels, else None."""
+    if not (np.allclose(small.spacing, big.spacing, atol=SPACING_TOLERANCE_MM, rtol=0)
+            and np.allclose(small.direction, big.direction, atol=DIRECTION_TOLERANCE, rtol=0)):
+        return None
+    index = big.lps_to_continuous_index([small.origin])[0]
+    nearest = np.rint(index)
+    if np.any(np.abs(index - nearest) > PLACEMENT_TOLERANCE_VOXELS):
+        return None
+    return tuple(int(v) for v in nearest)
+
+
+def place_in_grid(labels: Volume, big: ImageGrid, offset: Sequence[int]) -> Volume:
+    """``labels`` pasted into a zero image on ``big`` with its first voxel at ``offset`` (i, j, k); clipped to ``big``."""
+    out = np.zeros(big.size[::-1], dtype=labels.array.dtype)
+    source, target = [], []
+    for axis in (2, 1, 0):  # NumPy order k, j, i
+        low = int(offset[axis])
+        start, stop = max(0, low), min(big.size[axis], low + labels.grid.size[axis])
+        if stop <= start:
+            return Volume(out, big)
+        target.append(slice(start, stop))
+        source.append(slice(start - low, stop - low))
+    out[tuple(target)] = labels.array[tuple(source)]
+    return Volume(out, big)

@@ -78,6 +78,14 @@ class EncodedImage:
 
 def encode_volume(volume: Volume, *, compress: bool = True, level: int = 1, threads: int = 0) -> EncodedImage:
     """NIfTI-1 bytes of ``volume`` (gzip-compressed unless ``compress`` is False)."""
+    header, payload = nifti_pieces(volume)
+    if not compress:
+        return EncodedImage(header + bytes(payload), ".nii", volume.grid)
+    return EncodedImage(parallel_gzip([header, payload], level=level, threads=threads), ".nii.gz", volume.grid)
+
+
+def nifti_pieces(volume: Volume):
+    """(header bytes, voxel bytes as a little-endian memoryview) of ``volume`` as single-file NIfTI-1."""
     check_finite(volume)
     array = volume.array
     if array.dtype == np.bool_:
@@ -86,22 +94,30 @@ def encode_volume(volume: Volume, *, compress: bool = True, level: int = 1, thre
     if np.dtype(dtype.str.replace(">", "<")) not in _NIFTI_CODE_BY_DTYPE:
         raise InputError(f"Voxels of type {array.dtype} cannot be sent; convert the volume to an integer or float type.")
     array = np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<"))
-    header = nifti_header(volume.grid, array.dtype)
-    payload = memoryview(array).cast("B")
-    if not compress:
-        return EncodedImage(header + bytes(payload), ".nii", volume.grid)
-    return EncodedImage(parallel_gzip([header, payload], level=level, threads=threads), ".nii.gz", volume.grid)
+    return nifti_header(volume.grid, array.dtype), memoryview(array).cast("B")
+
+
+#: RFC 1952 header: magic, deflate, no flags, no mtime (reproducible bytes), fastest, unknown OS.
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff"
+
+
+def deflate_block(block, level: int, last: bool) -> bytes:
+    """Raw deflate of one block, ended by a sync flush (or the final block's finish) so blocks can be joined."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -15, 8)
+    return compressor.compress(block) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+def gzip_trailer(crc: int, total: int) -> bytes:
+    return struct.pack("<II", crc & 0xFFFFFFFF, total & 0xFFFFFFFF)
 
 
 def parallel_gzip(pieces, *, level: int = 1, threads: int = 0) -> bytes:
     """One gzip member holding the concatenation of ``pieces``, deflated block-wise on several threads."""
-    blocks = list(_blocks(pieces, COMPRESSION_BLOCK_BYTES))
+    blocks = list(blocks_of(pieces, COMPRESSION_BLOCK_BYTES))
     workers = threads or min(len(blocks), os.cpu_count() or 1)
 
     def deflate(index: int) -> bytes:
-        compressor = zlib.compressobj(level, zlib.DEFLATED, -15, 8)
-        mode = zlib.Z_FINISH if index == len(blocks) - 1 else zlib.Z_SYNC_FLUSH
-        return compressor.compress(blocks[index]) + compressor.flush(mode)
+        return deflate_block(blocks[index], level, index == len(blocks) - 1)
 
     def checksum() -> int:
         crc = 0
@@ -118,13 +134,10 @@ def parallel_gzip(pieces, *, level: int = 1, threads: int = 0) -> bytes:
             crc_future = pool.submit(checksum)
             deflated = list(pool.map(deflate, range(len(blocks))))
             crc = crc_future.result()
-    # RFC 1952 header: magic, deflate, no flags, no mtime (reproducible bytes), fastest, unknown OS.
-    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff"
-    trailer = struct.pack("<II", crc & 0xFFFFFFFF, total & 0xFFFFFFFF)
-    return b"".join([header, *deflated, trailer])
+    return b"".join([GZIP_HEADER, *deflated, gzip_trailer(crc, total)])
 
 
-def _blocks(pieces, block_size: int):
+def blocks_of(pieces, block_size: int):
     """Fixed-size byte blocks over several buffers, copying only where a block spans two of them."""
     pending = b""
     for piece in pieces:

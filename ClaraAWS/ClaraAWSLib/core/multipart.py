@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import HeaderParser
-from typing import Callable, Dict, List, Optional, Protocol
+from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple
 
 from .errors import CancelledError, MalformedResponseError
 
@@ -44,23 +44,13 @@ class MultipartBody:
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[CancelToken] = None,
     ) -> None:
-        self.boundary = "clara-aws-" + secrets.token_hex(16)
-        self._segments: List[memoryview] = []
-        head = []
-        for name, value in fields.items():
-            head.append(
-                f'--{self.boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode("utf-8")
-            )
+        self.boundary = new_boundary()
+        head = form_head(self.boundary, fields, file.field_name if file else None, file.filename if file else "",
+                         file.content_type if file else "")
         if file is not None:
-            head.append(
-                (
-                    f"--{self.boundary}\r\nContent-Disposition: form-data; name=\"{file.field_name}\"; "
-                    f"filename=\"{file.filename}\"\r\nContent-Type: {file.content_type}\r\n\r\n"
-                ).encode("utf-8")
-            )
-            self._segments = [memoryview(b"".join(head)), memoryview(file.data), memoryview(b"\r\n")]
+            self._segments = [memoryview(head), memoryview(file.data), memoryview(b"\r\n")]
         else:
-            self._segments = [memoryview(b"".join(head))]
+            self._segments = [memoryview(head)]
         self._segments.append(memoryview(f"--{self.boundary}--\r\n".encode("ascii")))
         self._length = sum(len(s) for s in self._segments)
         self._position = 0
@@ -77,6 +67,17 @@ class MultipartBody:
 
     def __len__(self) -> int:
         return self._length
+
+    @property
+    def size_bytes(self) -> int:
+        return self._length
+
+    @property
+    def sending_seconds(self) -> float:
+        """How long the bytes took to leave (from the first read to the last)."""
+        if self.started_at is None or self.finished_at is None:
+            return 0.0
+        return self.finished_at - self.started_at
 
     def rewind(self) -> None:
         """Start again from the first byte, to send the same body once more (a same-origin 307/308)."""
@@ -106,6 +107,121 @@ class MultipartBody:
         if self._position == self._length and self.finished_at is None:
             self.finished_at = time.perf_counter()
         return data
+
+
+def new_boundary() -> str:
+    return "clara-aws-" + secrets.token_hex(16)
+
+
+def form_head(boundary: str, fields: Dict[str, str], file_field: Optional[str], filename: str, content_type: str) -> bytes:
+    """The text fields and, with ``file_field``, the headers of the file part that follows them."""
+    head = []
+    for name, value in fields.items():
+        head.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode("utf-8"))
+    if file_field is not None:
+        head.append(
+            (
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"{file_field}\"; "
+                f"filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n"
+            ).encode("utf-8")
+        )
+    return b"".join(head)
+
+
+class StreamedFile(Protocol):
+    """A file part still being produced: ``pieces()`` yields (bytes, source bytes they cover) in order."""
+
+    raw_size: int
+
+    def pieces(self) -> Iterator[Tuple[bytes, int]]: ...
+
+    def estimated_size(self, raw_done: int, compressed_done: int) -> int: ...
+
+
+#: The largest piece handed to the socket at once: progress moves and a cancel stops within it.
+STREAM_SLICE_BYTES = 256 * 1024
+
+
+class StreamingMultipartBody:
+    """A multipart body whose file part is sent while it is still being compressed (chunked transfer).
+
+    It has no length on purpose: ``requests`` then sends it with ``Transfer-Encoding: chunked``. Each
+    piece goes out as soon as the compressor has it; between slices the cancel token is checked and
+    progress reported against the expected total, which becomes exact at the last byte.
+    """
+
+    def __init__(
+        self,
+        fields: Dict[str, str],
+        field_name: str,
+        filename: str,
+        source: StreamedFile,
+        *,
+        content_type: str = "application/octet-stream",
+        progress: Optional[ProgressCallback] = None,
+        cancel: Optional[CancelToken] = None,
+    ) -> None:
+        self.boundary = new_boundary()
+        self.fields, self.field_name, self.filename, self.source = dict(fields), field_name, filename, source
+        self.progress, self.cancel = progress, cancel
+        self._head = form_head(self.boundary, fields, field_name, filename, content_type)
+        self._tail = f"\r\n--{self.boundary}--\r\n".encode("ascii")
+        self.rewind()
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def rewind(self) -> None:
+        """Forget what was sent, to send the same body once more (a same-origin 307/308)."""
+        self.sent = 0
+        self.compressor_wait = 0.0  # seconds the upload waited for the compressor, not for the wire
+        self.started_at: Optional[float] = None
+        self.finished_at: Optional[float] = None
+
+    @property
+    def size_bytes(self) -> int:
+        """The bytes sent so far (all of them once ``finished_at`` is set)."""
+        return self.sent
+
+    @property
+    def sending_seconds(self) -> float:
+        """How long the wire took: the upload's duration less the waits for the compressor."""
+        if self.started_at is None or self.finished_at is None:
+            return 0.0
+        return max(0.0, self.finished_at - self.started_at - self.compressor_wait)
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.rewind()
+        self.started_at = time.perf_counter()
+        raw_done = file_done = 0
+        yield from self._send(self._head, 0)
+        pieces = self.source.pieces()
+        while True:
+            asked = time.perf_counter()
+            piece = next(pieces, None)
+            self.compressor_wait += time.perf_counter() - asked
+            if piece is None:
+                break
+            data, raw = piece
+            raw_done += raw
+            file_done += len(data)
+            total = len(self._head) + len(self._tail) + self.source.estimated_size(raw_done, file_done)
+            yield from self._send(data, total)
+        self.finished_at = time.perf_counter()
+        yield from self._send(self._tail, -1)
+
+    def _send(self, data: bytes, total: int) -> Iterator[bytes]:
+        view = memoryview(data)
+        for start in range(0, len(view), STREAM_SLICE_BYTES):
+            if self.cancel is not None and self.cancel.is_set():
+                raise CancelledError("The upload was cancelled; nothing was changed.")
+            piece = view[start : start + STREAM_SLICE_BYTES]
+            yield piece
+            self.sent += len(piece)
+            if self.progress is not None:
+                final = total < 0
+                self.progress(self.sent, self.sent if final else max(total, self.sent + 1))
 
 
 @dataclass

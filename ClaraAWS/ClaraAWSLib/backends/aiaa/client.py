@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
+import numpy as np
 import requests
 
 from ... import __version__
@@ -39,7 +40,9 @@ from ...core.errors import (
     SessionExpiredError,
     TLSError,
 )
-from ...core.geometry import ImageGrid, Volume
+from ...core.compression import BackgroundEncode, WireHistory, choose_level, machine_speeds
+from ...core.crop import BodyCrop, body_box, crop_volume
+from ...core.geometry import ImageGrid, Volume, place_in_grid, voxel_offset
 from ...core.imageio import (
     EncodedImage,
     SliceLimit,
@@ -50,7 +53,14 @@ from ...core.imageio import (
     read_image_file,
     result_byte_limit,
 )
-from ...core.multipart import CancelToken, FilePart, MultipartBody, ProgressCallback, parse_multipart
+from ...core.multipart import (
+    CancelToken,
+    FilePart,
+    MultipartBody,
+    ProgressCallback,
+    StreamingMultipartBody,
+    parse_multipart,
+)
 from ..transport import Deadline, DeadlineAdapter, answers_tls, origin, origin_text, positive_seconds, without_userinfo
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -74,16 +84,39 @@ SESSION_ID_PATTERN = re.compile(r"(?!\.+$)[A-Za-z0-9._~-]{1,256}")
 HEADER_NAME_PATTERN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 POINT_KEYS = {"points": "Point", "foreground": "Foreground point", "background": "Background point"}
 
-ImageInput = Union[EncodedImage, Volume, str, Path]
+ImageInput = Union[EncodedImage, BackgroundEncode, Volume, str, Path]
+UploadBody = Union[MultipartBody, StreamingMultipartBody]
+#: Answers of a server that does not take a chunked body; the upload is then repeated with a Content-Length.
+CHUNKED_REFUSED_STATUSES = (400, 411, 501)
+
+
+class ServerWire:
+    """What the client learnt about uploading to one server: its throughput, and whether it takes chunked bodies."""
+
+    def __init__(self) -> None:
+        self.history = WireHistory()
+        self.chunked_refused = False
+        self.fallbacks = 0
+
+
+_wires: Dict[str, ServerWire] = {}
+
+
+def server_wire(base_url: str) -> ServerWire:
+    """The process-wide record for the server at ``base_url`` (kept across reconnects)."""
+    return _wires.setdefault(base_url, ServerWire())
 Point = Sequence[int]
 
 
 @dataclass
 class ImageSession:
-    """A volume held by the server, so later calls send only their parameters."""
+    """A volume held by the server, so later calls send only their parameters.
+
+    ``image`` is what was sent (an ``EncodedImage`` once the upload is done), kept to re-create the session.
+    """
 
     session_id: str
-    image: EncodedImage
+    image: Union[EncodedImage, BackgroundEncode]
     expiry: int = 0
     uploads: int = 1
     info: Dict[str, Any] = field(default_factory=dict)
@@ -98,6 +131,8 @@ class AIAAResult:
     timings: Dict[str, float] = field(default_factory=dict)
     #: The grid of the image the result answers; it bounds how large a result may decode.
     input_grid: Optional[ImageGrid] = None
+    #: With a body crop: the whole volume's grid, where the result of the box is placed back.
+    full_grid: Optional[ImageGrid] = None
 
     def labels(self, needed: Optional[SliceLimit] = None) -> Volume:
         """The result label image; ``needed`` lets an edit skip inflating slices it will not use."""
@@ -106,7 +141,29 @@ class AIAAResult:
                 "The server answered without a result image; the model may not produce label images."
             )
         limit = max_result_voxels(self.input_grid)
-        return as_label_volume(decode_image(self.image_bytes, self.filename or "", needed=needed, max_voxels=limit))
+        labels = as_label_volume(decode_image(self.image_bytes, self.filename or "", needed=needed, max_voxels=limit))
+        if self.full_grid is not None and self.input_grid is not None:
+            labels = place_cropped_result(labels, self.input_grid, self.full_grid)
+        return labels
+
+
+def place_cropped_result(labels: Volume, sent: ImageGrid, full: ImageGrid) -> Volume:
+    """The result for a box ``sent`` of ``full``, pasted back at its voxel offset (other grids stay as they are).
+
+    A result without geometry but with the box's size is the box's voxels too (a server that dropped
+    the header); a result on an unrelated grid is left for ``result_on_grid`` to resample.
+    """
+    grid = labels.grid
+    if grid.size == sent.size and (grid.matches(sent) or _default_geometry(grid)):
+        grid = sent
+    offset = voxel_offset(grid, full)
+    if offset is None:
+        return labels
+    return place_in_grid(Volume(labels.array, grid), full, offset)
+
+
+def _default_geometry(grid: ImageGrid) -> bool:
+    return bool(np.allclose(grid.spacing, 1.0) and np.allclose(grid.origin, 0.0) and np.allclose(grid.direction, np.eye(3)))
 
 
 MODEL_TYPES_FOR_TASK = {"auto": AUTO_SEGMENTATION_TYPES, "annotation": ANNOTATION_TYPES, "deepgrow": DEEPGROW_TYPES}
@@ -127,6 +184,8 @@ def check_model_task(model: Mapping[str, Any], task: str) -> Mapping[str, Any]:
 def as_encoded_image(image: ImageInput) -> EncodedImage:
     if isinstance(image, EncodedImage):
         return image
+    if isinstance(image, BackgroundEncode):
+        return image.result()
     if isinstance(image, Volume):
         return encode_volume(image)
     if isinstance(image, (str, Path)):
@@ -206,9 +265,22 @@ class AIAAClient:
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         http_session: Optional[requests.Session] = None,
         deadline: Optional[float] = DEFAULT_DEADLINE,
+        stream_uploads: bool = True,
+        adaptive_level: bool = True,
     ) -> None:
-        """``deadline`` bounds each whole request in seconds (None: no bound beyond the timeouts)."""
+        """``deadline`` bounds each whole request in seconds (None: no bound beyond the timeouts).
+
+        ``stream_uploads`` sends a volume while it is being compressed (chunked transfer; a server that
+        refuses it gets a Content-Length upload from then on); ``adaptive_level`` compresses harder when
+        earlier uploads to this server showed the link, not the CPU, to be the bottleneck.
+        ``body_crop`` maps model names to a ``BodyCrop``: auto-segmentation with such a model sends only
+        the body's box, and the result is placed back at its offset (off for every model by default).
+        """
         self.base_url, self._credentials = split_credentials(base_url)
+        self.stream_uploads = bool(stream_uploads)
+        self.adaptive_level = bool(adaptive_level)
+        self.body_crop: Dict[str, BodyCrop] = {}
+        self.wire = server_wire(self.base_url)
         if isinstance(verify, str) and not Path(verify).exists():
             raise InputError(f"The CA bundle {verify} does not exist; give the path of a PEM file or leave it empty.")
         self.verify = verify
@@ -267,7 +339,42 @@ class AIAAClient:
         """Auto-segmentation with a listed model: /v1/segmentation for type segmentation, else /v1/inference."""
         check_model_task(model, "auto")
         endpoint = "segmentation" if model.get("type") == "segmentation" else "inference"
-        return self.run(endpoint, model["name"], image, **options)
+        crop = self.body_crop.get(str(model["name"]))
+        if crop is None or image is None or isinstance(image, (EncodedImage, BackgroundEncode)):
+            return self.run(endpoint, model["name"], image, **options)
+        volume = read_image_file(image) if isinstance(image, (str, Path)) else image
+        if not isinstance(volume, Volume):
+            raise InputError(f"Cannot send an object of type {type(image).__name__}; give a Volume, an image file or encoded bytes.")
+        box = body_box(volume, crop)
+        if box is None or box[1] == volume.grid.size:
+            return self.run(endpoint, model["name"], volume, **options)
+        result = self.run(endpoint, model["name"], crop_volume(volume, box), **options)
+        result.full_grid = volume.grid
+        return result
+
+    # --- encoding ------------------------------------------------------------------------
+    def start_encode(self, volume: Volume) -> BackgroundEncode:
+        """Start compressing ``volume`` for this server on worker threads and return at once.
+
+        Pass the result as the image of a later call (or to ``create_session``): a volume that
+        finished compressing goes up with a Content-Length at once, one still compressing is streamed
+        as its blocks finish. The level follows this server's measured uplink (``choose_level``).
+        """
+        level = 1
+        throughput = self.wire.history.throughput()
+        if self.adaptive_level and throughput:
+            level = choose_level(throughput, machine_speeds(volume))
+        return BackgroundEncode(volume, level=level)
+
+    def upload_source(self, image: ImageInput) -> Union[EncodedImage, BackgroundEncode]:
+        """What an upload sends: encoded bytes as they are, a volume or image file compressed from now on."""
+        if isinstance(image, (EncodedImage, BackgroundEncode)):
+            return image
+        if isinstance(image, (str, Path)):
+            image = read_image_file(image)
+        if isinstance(image, Volume):
+            return self.start_encode(image)
+        raise InputError(f"Cannot send an object of type {type(image).__name__}; give a Volume, an image file or encoded bytes.")
 
     def dextr3d(self, model: str, points: Sequence[Point], image: Optional[ImageInput] = None, **options: Any) -> AIAAResult:
         points = _index_points(points, "extreme point")
@@ -326,7 +433,7 @@ class AIAAClient:
         encode_seconds = 0.0
         if image is not None:
             started = time.perf_counter()
-            encoded = as_encoded_image(image)
+            encoded = self.upload_source(image)
             encode_seconds = time.perf_counter() - started
         grid = encoded.grid if encoded is not None else session.image.grid
         check_points_inside(payload, grid)
@@ -358,8 +465,7 @@ class AIAAClient:
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[CancelToken] = None,
     ) -> ImageSession:
-        encoded = as_encoded_image(image)
-        session = ImageSession(session_id="", image=encoded, expiry=int(expiry), uploads=0)
+        session = ImageSession(session_id="", image=self.upload_source(image), expiry=int(expiry), uploads=0)
         self._recreate_session(session, progress, cancel)
         return session
 
@@ -381,8 +487,9 @@ class AIAAClient:
     def _recreate_session(
         self, session: ImageSession, progress: Optional[ProgressCallback], cancel: Optional[CancelToken]
     ) -> None:
-        body = MultipartBody({"params": "{}"}, _file_part("image", session.image), progress=progress, cancel=cancel)
+        body = self._upload_body({"params": "{}"}, "image", session.image, progress, cancel)
         response = self._request("PUT", "/session/", params={"expiry": session.expiry}, body=body, cancel=cancel)
+        session.image = as_encoded_image(session.image)  # all sent, so all compressed: keep it for a re-upload
         answer = self._json(response, "/session/")
         if not isinstance(answer, dict) or not answer.get("session_id"):
             raise MalformedResponseError("The server created a session but sent no session_id; the response is malformed.")
@@ -398,7 +505,7 @@ class AIAAClient:
         endpoint: str,
         model: str,
         params: Dict[str, Any],
-        encoded: Optional[EncodedImage],
+        encoded: Optional[Union[EncodedImage, BackgroundEncode]],
         session: Optional[ImageSession],
         progress: Optional[ProgressCallback],
         cancel: Optional[CancelToken],
@@ -407,25 +514,51 @@ class AIAAClient:
         query = {"model": model}
         if session is not None:
             query["session_id"] = session.session_id
-        file = _file_part("datapoint", encoded) if encoded is not None else None
-        body = MultipartBody({"params": json.dumps(params)}, file, progress=progress, cancel=cancel)
+        fields = {"params": json.dumps(params)}
+        if encoded is not None:
+            body = self._upload_body(fields, "datapoint", encoded, progress, cancel)
+        else:
+            body = MultipartBody(fields, None, progress=progress, cancel=cancel)
         grid = encoded.grid if encoded is not None else session.image.grid
         started = time.perf_counter()
         answer = self._request(
             "POST", f"/v1/{endpoint}", params=query, body=body, cancel=cancel, what=f"model '{model}'",
             download_progress=download_progress, max_bytes=result_byte_limit(grid),
         )
+        body = answer.body or body
         upload_end = body.finished_at or started
         result = _parse_work_response(answer.response.headers.get("Content-Type", ""), answer.content, endpoint)
-        result.bytes_sent = len(body)
+        result.bytes_sent = body.size_bytes
         result.timings.update(
             upload=upload_end - (body.started_at or started),
             wait=answer.headers_at - upload_end,
             download=answer.finished_at - answer.headers_at,
+            compressor_wait=getattr(body, "compressor_wait", 0.0),
         )
         if cancel is not None and cancel.is_set():
             raise CancelledError("The request was cancelled; nothing was changed.")
         return result
+
+    def _upload_body(
+        self,
+        fields: Dict[str, str],
+        field_name: str,
+        image: Union[EncodedImage, BackgroundEncode],
+        progress: Optional[ProgressCallback],
+        cancel: Optional[CancelToken],
+    ) -> UploadBody:
+        """A streamed body while ``image`` is still compressing (and the server takes chunked bodies), else one with a length."""
+        # A neutral generated name: never a node name, patient name or local path.
+        filename = f"volume-{uuid.uuid4().hex[:12]}{image.suffix}"
+        if isinstance(image, BackgroundEncode) and not image.done and self.stream_uploads and not self.wire.chunked_refused:
+            return StreamingMultipartBody(fields, field_name, filename, image, progress=progress, cancel=cancel)
+        data = as_encoded_image(image).data
+        return MultipartBody(fields, FilePart(field_name, filename, data), progress=progress, cancel=cancel)
+
+    def _with_length(self, body: StreamingMultipartBody) -> MultipartBody:
+        """The same upload as one body with a Content-Length (for a server that refused the chunked one)."""
+        return MultipartBody(body.fields, FilePart(body.field_name, body.filename, as_encoded_image(body.source).data),
+                             progress=body.progress, cancel=body.cancel)
 
     def _request(
         self,
@@ -433,7 +566,7 @@ class AIAAClient:
         path: str,
         *,
         params: Optional[Mapping[str, Any]] = None,
-        body: Optional[MultipartBody] = None,
+        body: Optional[UploadBody] = None,
         cancel: Optional[CancelToken] = None,
         what: str = "",
         download_progress: Optional[ProgressCallback] = None,
@@ -448,6 +581,8 @@ class AIAAClient:
             with deadline:
                 for _ in range(MAX_REDIRECTS + 1):
                     response = self._send(method, url, params, body)
+                    if isinstance(body, StreamingMultipartBody) and response.status_code in CHUNKED_REFUSED_STATUSES:
+                        response, body = self._resend_with_length(response, method, url, params, body)
                     target = self._redirect_target(response, method, url, body)
                     if target is None:
                         break
@@ -460,8 +595,10 @@ class AIAAClient:
                         status=response.status_code,
                     )
                 headers_at = time.perf_counter()
+                if body is not None and body.finished_at is not None:
+                    self.wire.history.record(body.size_bytes, body.sending_seconds)
                 if response.status_code >= 400:
-                    raise _status_error(response, url, what, len(body) if body is not None else 0)
+                    raise _status_error(response, url, what, body.size_bytes if body is not None else 0)
                 content = self._read_body(response, download_progress, cancel, max_bytes)
         except requests.exceptions.RequestException as error:
             if deadline.expired:
@@ -471,9 +608,27 @@ class AIAAClient:
             if deadline.expired and not isinstance(error, ServerTimeoutError):
                 raise self._deadline_error(url, error) from error
             raise
-        return _Answer(response, content, headers_at, time.perf_counter())
+        return _Answer(response, content, headers_at, time.perf_counter(), body)
 
-    def _send(self, method: str, url: str, params, body: Optional[MultipartBody]) -> requests.Response:
+    def _resend_with_length(self, response, method: str, url: str, params, body: StreamingMultipartBody):
+        """Repeat a refused chunked upload with a Content-Length; remember it when that is what the server wanted.
+
+        411 and 501 say so outright; a 400 counts only when the same bytes with a length are accepted
+        (a 400 about the image itself comes back again and changes nothing).
+        """
+        status = response.status_code
+        response.close()
+        if status != 400:
+            self.wire.chunked_refused = True
+        fallback = self._with_length(body)
+        retry = self._send(method, url, params, fallback)
+        if status == 400 and retry.status_code != 400:
+            self.wire.chunked_refused = True
+        if self.wire.chunked_refused:
+            self.wire.fallbacks += 1
+        return retry, fallback
+
+    def _send(self, method: str, url: str, params, body: Optional[UploadBody]) -> requests.Response:
         headers = {"Accept": "multipart/form-data, application/json;q=0.9, */*;q=0.1"}
         if body is not None:
             headers["Content-Type"] = body.content_type
@@ -483,7 +638,7 @@ class AIAAClient:
         )
 
     def _redirect_target(
-        self, response: requests.Response, method: str, url: str, body: Optional[MultipartBody]
+        self, response: requests.Response, method: str, url: str, body: Optional[UploadBody]
     ) -> Optional[str]:
         """Where a safe redirect points (same origin, body kept), None for no redirect; RedirectError otherwise."""
         if response.status_code not in REDIRECT_STATUSES or "Location" not in response.headers:
@@ -623,14 +778,10 @@ class _Answer:
     content: bytes
     headers_at: float
     finished_at: float
+    body: Optional[UploadBody] = None  # the body that went out (a Content-Length one after a refused chunked upload)
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def _file_part(field_name: str, encoded: EncodedImage) -> FilePart:
-    # A neutral generated name: never a node name, patient name or local path.
-    return FilePart(field_name, f"volume-{uuid.uuid4().hex[:12]}{encoded.suffix}", encoded.data)
 
 
 def _index_points(points: Sequence[Point], what: str) -> List[List[int]]:
