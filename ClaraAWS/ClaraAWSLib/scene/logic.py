@@ -25,7 +25,7 @@ import vtk
 
 from . import export as scene_export, placement as scene_placement, points as scene_points
 from ..backends import ANNOTATE, AUTO_SEGMENT, DEEPGROW
-from ..core.errors import GeometryError, InputError
+from ..core.errors import ClaraError, GeometryError, InputError
 from ..core.geometry import Volume
 from .edit import SegmentWriteRequest, is_closed_surface_source, surface_source_refusal, write_results
 from .importer import LabelSegment, import_label_volume, segments_for_labels
@@ -168,13 +168,25 @@ class ClaraAWSLogic:
         entry = self._sessions.valid(volumeNode)
         volume = None
         if entry is None or not entry.is_open:
-            entry, volume = None, scene_export.export_volume(volumeNode)
+            pending = entry.pending_upload if entry is not None else None  # compressed ahead by preEncode
+            entry, volume = None, pending or scene_export.export_volume(volumeNode)
         target = (AUTO_SEGMENT, volumeNode.GetID(), segmentationNode.GetID() if segmentationNode else "new")
         request = self._newRequest(AUTO_SEGMENT, client, model, grid, volumeNode, segmentationNode, None,
                                    target)
         request.volume, request.volume_session = volume, entry
         request.timings["export"] = time.perf_counter() - started
         return request
+
+    def preEncode(self, volumeNode) -> bool:
+        """Start compressing ``volumeNode`` for upload in the background (GUI thread; the panel calls it when a
+        volume is selected), so Auto-segment or the first click finds the bytes ready. False when nothing started."""
+        if self.client is None or volumeNode is None:
+            return False
+        try:
+            scene_export.check_scalar_volume(volumeNode)
+            return self._sessions.prepare(volumeNode, scene_export.export_volume)
+        except ClaraError:  # the request itself will say what is wrong with the volume
+            return False
 
     def prepareAnnotate(self, volumeNode, segmentationNode, segmentId: Optional[str], modelName: str,
                         pointsRAS) -> SegmentationRequest:

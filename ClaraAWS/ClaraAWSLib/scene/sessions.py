@@ -46,6 +46,7 @@ class VolumeSession:
         self.fingerprint = fingerprint
         self.grid: ImageGrid = volume.grid
         self._volume: Optional[Volume] = volume  # dropped once uploaded: the session keeps the encoded bytes
+        self._pending = None  # the volume being compressed ahead of the upload (see prepare)
         self._session = None
         self._closed = False
         self._upload_lock = threading.Lock()
@@ -61,6 +62,30 @@ class VolumeSession:
         with self._state_lock:
             return None if self._closed else self._session
 
+    @property
+    def pending_upload(self):
+        """The volume's background compression started by ``prepare``, or None."""
+        with self._state_lock:
+            return None if self._closed or self._session is not None else self._pending
+
+    def prepare(self, client) -> bool:
+        """Start compressing the volume for ``client``'s server now, so the first request finds the bytes ready.
+
+        Does nothing (False) when the backend cannot compress ahead, the session is open or a compression runs.
+        """
+        start = getattr(client, "start_encode", None)
+        with self._state_lock:
+            if start is None or self._closed or self._session is not None or self._pending is not None:
+                return False
+            volume = self._volume
+        pending = start(volume)
+        with self._state_lock:
+            if self._closed or self._pending is not None:
+                pending.cancel()
+                return False
+            self._pending = pending
+        return True
+
     def open(self, client, progress=None, cancel=None):
         """The ImageSession, uploading the volume first if no request has done so yet (worker thread)."""
         with self._upload_lock:
@@ -69,11 +94,11 @@ class VolumeSession:
                     raise CancelledError("The volume changed or was closed while the request waited; nothing was changed.")
                 if self._session is not None:
                     return self._session
-                volume = self._volume
+                volume = self._pending if self._pending is not None else self._volume
             session = client.create_session(volume, progress=progress, cancel=cancel)
             with self._state_lock:
                 if not self._closed:
-                    self._session, self._volume = session, None
+                    self._session, self._volume, self._pending = session, None, None
                     return session
             _close_quietly(client, session)
             raise CancelledError("The volume changed or was closed during the upload; nothing was changed.")
@@ -83,6 +108,9 @@ class VolumeSession:
         with self._state_lock:
             self._closed = True
             session, self._session, self._volume = self._session, None, None
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
         if session is not None and client is not None:
             (closer or _close_quietly)(client, session)
 
@@ -157,6 +185,13 @@ class SessionCache:
             entry = VolumeSession(volume_node.GetID(), volume_fingerprint(volume_node), export(volume_node))
             self._entries[volume_node.GetID()] = entry
         return entry
+
+    def prepare(self, volume_node, export: Callable[[object], Volume]) -> bool:
+        """Start compressing the node's volume for the current server (see ``VolumeSession.prepare``)."""
+        client = self._client()
+        if client is None:
+            return False
+        return self.entry_for(volume_node, export).prepare(client)
 
     def close(self, node_id: str) -> None:
         entry = self._entries.pop(node_id, None)

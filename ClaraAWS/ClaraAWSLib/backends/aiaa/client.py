@@ -580,9 +580,16 @@ class AIAAClient:
         try:
             with deadline:
                 for _ in range(MAX_REDIRECTS + 1):
-                    response = self._send(method, url, params, body)
-                    if isinstance(body, StreamingMultipartBody) and response.status_code in CHUNKED_REFUSED_STATUSES:
-                        response, body = self._resend_with_length(response, method, url, params, body)
+                    try:
+                        response = self._send(method, url, params, body)
+                    except requests.exceptions.ConnectionError:
+                        # A server that cannot read chunked bodies may just drop the connection.
+                        if not isinstance(body, StreamingMultipartBody) or deadline.expired or _is_set(cancel):
+                            raise
+                        response, body = self._resend_with_length(None, method, url, params, body)
+                    else:
+                        if isinstance(body, StreamingMultipartBody) and response.status_code in CHUNKED_REFUSED_STATUSES:
+                            response, body = self._resend_with_length(response, method, url, params, body)
                     target = self._redirect_target(response, method, url, body)
                     if target is None:
                         break
@@ -614,15 +621,17 @@ class AIAAClient:
         """Repeat a refused chunked upload with a Content-Length; remember it when that is what the server wanted.
 
         411 and 501 say so outright; a 400 counts only when the same bytes with a length are accepted
-        (a 400 about the image itself comes back again and changes nothing).
+        (a 400 about the image itself comes back again and changes nothing); a dropped connection
+        (``response`` None) counts when the upload with a length gets an answer.
         """
-        status = response.status_code
-        response.close()
-        if status != 400:
+        status = None if response is None else response.status_code
+        if response is not None:
+            response.close()
+        if status in (411, 501):
             self.wire.chunked_refused = True
         fallback = self._with_length(body)
         retry = self._send(method, url, params, fallback)
-        if status == 400 and retry.status_code != 400:
+        if status is None or (status == 400 and retry.status_code != 400):
             self.wire.chunked_refused = True
         if self.wire.chunked_refused:
             self.wire.fallbacks += 1
@@ -782,6 +791,10 @@ class _Answer:
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def _is_set(cancel: Optional[CancelToken]) -> bool:
+    return cancel is not None and cancel.is_set()
 
 
 def _index_points(points: Sequence[Point], what: str) -> List[List[int]]:
