@@ -195,7 +195,8 @@ class StreamingMultipartBody:
         self.rewind()
         self.started_at = time.perf_counter()
         raw_done = file_done = 0
-        yield from self._send(self._head, 0)
+        framing = len(self._head) + len(self._tail)
+        yield from self._send(self._head, framing + self.source.estimated_size(0, 0))
         pieces = self.source.pieces()
         while True:
             asked = time.perf_counter()
@@ -206,7 +207,7 @@ class StreamingMultipartBody:
             data, raw = piece
             raw_done += raw
             file_done += len(data)
-            total = len(self._head) + len(self._tail) + self.source.estimated_size(raw_done, file_done)
+            total = framing + self.source.estimated_size(raw_done, file_done)
             yield from self._send(data, total)
         self.finished_at = time.perf_counter()
         yield from self._send(self._tail, -1)

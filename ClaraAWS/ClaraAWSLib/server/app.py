@@ -120,7 +120,9 @@ class AIAARequestHandler(BaseHTTPRequestHandler):
             handler = find_route(method, url.path)
             started = time.perf_counter()
             response = handler(context, request)
-            context.stats.add_processing_seconds(url.path, time.perf_counter() - started)
+            ready = time.perf_counter()
+            context.stats.add_processing_seconds(url.path, ready - started)
+            context.stats.add_compute_seconds(url.path, ready - max(started, body.finished_at or started))
             if not body.finished:
                 # The route did not need the body (a GET with a body, say); skip it to keep the connection usable.
                 body.drain(max_bytes=LINGER_MAX_BYTES, max_seconds=LINGER_MAX_SECONDS)

@@ -35,6 +35,8 @@ class BodyReader:
         self._on_bytes = on_bytes
         self.received = 0
         self._declared = None if chunked else content_length
+        #: When the last byte of the body arrived (perf_counter), None while it is still arriving.
+        self.finished_at: Optional[float] = time.perf_counter() if self._finished else None
 
     def check_declared_size(self) -> None:
         """Refuse a body whose Content-Length alone is over the limit, before reading any of it."""
@@ -44,6 +46,10 @@ class BodyReader:
     @property
     def finished(self) -> bool:
         return self._finished
+
+    def _finish(self) -> None:
+        self._finished = True
+        self.finished_at = time.perf_counter()
 
     def read(self, size: int) -> bytes:
         if self._finished or size <= 0:
@@ -58,7 +64,7 @@ class BodyReader:
             raise BadRequest("The request body ended before Content-Length bytes arrived; resend the request.")
         self._remaining -= len(data)
         if self._remaining == 0:
-            self._finished = True
+            self._finish()
         return data
 
     def _read_chunked(self, size: int) -> bytes:
@@ -66,7 +72,7 @@ class BodyReader:
             self._chunk_left = self._next_chunk_size()
             if self._chunk_left == 0:
                 self._skip_trailers()
-                self._finished = True
+                self._finish()
                 return b""
         data = self._stream.read(min(size, self._chunk_left))
         if not data:

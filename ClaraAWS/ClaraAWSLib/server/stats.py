@@ -15,6 +15,7 @@ class ServerStats:
         self._sessions_created = 0
         self._requests: Counter = Counter()
         self._processing: List[Tuple[str, float]] = []
+        self._compute: List[Tuple[str, float]] = []
 
     # --- recording (called by request handlers) ---------------------------------------------
     def count_request(self, path: str) -> None:
@@ -34,6 +35,11 @@ class ServerStats:
         with self._lock:
             self._processing.append((path, seconds))
 
+    def add_compute_seconds(self, path: str, seconds: float) -> None:
+        """Time a route spent after the request body's last byte arrived: what a client cannot hide."""
+        with self._lock:
+            self._compute.append((path, seconds))
+
     def add_session(self) -> None:
         with self._lock:
             self._sessions_created += 1
@@ -50,6 +56,12 @@ class ServerStats:
         """Request body bytes received (chunked framing excluded)."""
         with self._lock:
             return self._bytes_received
+
+    @property
+    def compute_seconds(self) -> List[Tuple[str, float]]:
+        """(path, seconds from the body's end to the answer) per answered request, in order; a copy."""
+        with self._lock:
+            return list(self._compute)
 
     @property
     def processing_seconds(self) -> List[Tuple[str, float]]:

@@ -133,6 +133,8 @@ class AIAAResult:
     input_grid: Optional[ImageGrid] = None
     #: With a body crop: the whole volume's grid, where the result of the box is placed back.
     full_grid: Optional[ImageGrid] = None
+    #: The deflate level of the image this call compressed (None: sent as given or no image).
+    upload_level: Optional[int] = None
 
     def labels(self, needed: Optional[SliceLimit] = None) -> Volume:
         """The result label image; ``needed`` lets an edit skip inflating slices it will not use."""
@@ -454,6 +456,7 @@ class AIAAClient:
                 ) from error
         result.timings["encode"] = encode_seconds
         result.input_grid = grid
+        result.upload_level = getattr(encoded, "level", None)
         return result
 
     # --- sessions ------------------------------------------------------------------------
