@@ -186,3 +186,29 @@ def test_connect_failure_keeps_the_previous_connection(harness, stub):
     assert logic.client is not None and logic.client.base_url == stub.url
     assert [m["name"] for m in logic.models] == ["odd_seg", "odd_grow"]
     logic.cleanup()
+
+
+def test_a_volume_compressed_when_chosen_goes_up_as_compressed_and_serves_the_first_click(harness, phantom, stub,
+                                                                                         volume_node, logic):
+    from ClaraAWSLib.core.multipart import parse_multipart as parse_parts
+
+    assert logic.preEncode(volume_node)
+    pending = logic._sessions.valid(volume_node).pending_upload
+    assert pending is not None and not logic.preEncode(volume_node)  # one compression per volume state
+    ready = pending.result().data
+    request = logic.prepareAutoSegment(volume_node, "odd_seg")
+    assert request.volume is pending  # nothing exported or compressed again on Auto-segment
+    request.run()
+    seg = logic.apply(request)
+    ids = [_segment_by_name(seg, "liver"), _segment_by_name(seg, "spleen")]
+    assert np.array_equal(ss.labelmap_on_volume(seg, volume_node, ids), threshold_labels(phantom.ct))
+    sent = [part.data for part in parse_parts(_content_type_of(stub.bodies[-1]), stub.bodies[-1]) if part.filename]
+    assert sent == [ready]
+    # The first click opens the session with the same bytes.
+    point = phantom.ct.grid.ijk_to_ras() @ [30, 40, 15, 1]
+    logic.deepgrow(volume_node, seg, ids[0], "odd_grow", [list(point[:3])])
+    assert logic._sessions.valid(volume_node).image_session.image.data == ready
+
+
+def _content_type_of(body: bytes) -> str:
+    return "multipart/form-data; boundary=" + body.split(b"\r\n", 1)[0][2:].decode()

@@ -187,6 +187,8 @@ def test_the_level_follows_the_link_against_this_machines_speed():
     assert choose_level(50e6, speeds) == 3
     assert choose_level(150e6, speeds) == 1  # the CPU is the bottleneck
     assert choose_level(1e9, speeds) == 1
+    nearly_equal = CompressionSpeeds({1: (400e6, 0.500), 3: (200e6, 0.499)})
+    assert choose_level(2.5e6, nearly_equal) == 1  # 0.2 % fewer bytes is not worth twice the CPU
 
 
 def test_wire_history_ignores_uploads_too_small_to_measure_a_link():
@@ -197,13 +199,20 @@ def test_wire_history_ignores_uploads_too_small_to_measure_a_link():
     history.record(MIN_MEASURED_UPLOAD_BYTES, 1.0)
     history.record(MIN_MEASURED_UPLOAD_BYTES, 100.0)
     assert history.throughput() == pytest.approx(MIN_MEASURED_UPLOAD_BYTES / 2.0)
+    # An upload that mostly waited for its compressor measured the CPU, not the link.
+    history.record(MIN_MEASURED_UPLOAD_BYTES, 0.01, compressor_wait=1.0)
+    history.record(MIN_MEASURED_UPLOAD_BYTES, 0.01, compressor_wait=1.0)
+    assert history.throughput() == pytest.approx(MIN_MEASURED_UPLOAD_BYTES / 2.0)
 
 
 def test_uploads_teach_the_client_the_link_and_a_slow_link_gets_denser_bytes():
     volume = noisy_volume((256, 256, 64))
     with ReferenceServer() as server, AIAAClient(server.url) as client:
         assert client.start_encode(volume).level == 1  # nothing known about this server
-        client.create_session(volume)
+        streamed = client.create_session(slow_encode(volume))
+        # On loopback the compressor, not the link, is the bottleneck: that upload measured nothing.
+        assert streamed.image.size_bytes > MIN_MEASURED_UPLOAD_BYTES and client.wire.history.throughput() is None
+        client.create_session(encode_volume(volume))
         assert client.wire.history.throughput() > 0  # learnt from the upload just made
         client.wire.history = WireHistory()
         client.wire.history.record(64 << 20, 64.0)  # as if earlier uploads went at 1 MB/s

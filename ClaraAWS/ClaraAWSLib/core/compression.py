@@ -6,8 +6,8 @@ gzip stream in order as the blocks finish, so an upload can send the first block
 are still being compressed; once every block is done, ``result()`` is the same ``EncodedImage`` that
 ``imageio.encode_volume`` would have produced at that level, byte for byte.
 
-``choose_level`` picks the densest deflate level whose compressed output still outruns the link:
-on a slow uplink the CPU has time to spare, so level 6 costs no wall time and sends fewer bytes;
+``choose_level`` picks the deflate level that should finish a streamed upload first: on a slow
+uplink the CPU has time to spare, so a denser level costs no wall time and sends fewer bytes;
 where the CPU is the bottleneck, level 1 stays. The link's speed comes from ``WireHistory``, the
 throughput measured on earlier uploads to the same server; this machine's compression speed is
 measured once per process on a sample of real voxels.
@@ -41,6 +41,8 @@ CANDIDATE_LEVELS = (1, 3, 6, 9)
 CPU_HEADROOM = 1.5
 #: Uploads smaller than this say little about the link (they fit in socket buffers).
 MIN_MEASURED_UPLOAD_BYTES = 4 << 20
+#: An upload that spent more than this share of its time waiting for the compressor did not measure the link.
+COMPRESSOR_BOUND_SHARE = 0.2
 #: Bytes of voxels compressed per level to measure this machine's speed.
 CALIBRATION_BYTES = 1 << 20
 
@@ -170,13 +172,26 @@ def machine_speeds(volume: Volume) -> CompressionSpeeds:
 
 
 def choose_level(wire_bytes_per_second: Optional[float], speeds: CompressionSpeeds, headroom: float = CPU_HEADROOM) -> int:
-    """The densest level whose output outruns the link by ``headroom``; level 1 without a measured link."""
+    """The level that should finish a streamed upload first; level 1 without a measured link.
+
+    A streamed upload ends when the slower of the compressor (slowed by ``headroom`` for the other
+    work on the machine) and the link is done. A denser level wins only where the link is the
+    bottleneck; levels within ``LEVEL_TIE`` of the best time count as equal and the fastest of them
+    is taken, so the CPU is not spent for a few kilobytes.
+    """
     if not wire_bytes_per_second or wire_bytes_per_second <= 0:
         return 1
-    fast_enough = [level for level in speeds.table if speeds.output_rate(level) >= headroom * wire_bytes_per_second]
-    if not fast_enough:
-        return 1
-    return min(fast_enough, key=lambda level: (speeds.table[level][1], level))
+
+    def seconds_per_byte(level: int) -> float:
+        speed, ratio = speeds.table[level]
+        return max(headroom / speed, ratio / wire_bytes_per_second)
+
+    best = min(seconds_per_byte(level) for level in speeds.table)
+    return min(level for level in speeds.table if seconds_per_byte(level) <= best * (1 + LEVEL_TIE))
+
+
+#: Levels whose expected upload times differ by less than this share are taken as equally fast.
+LEVEL_TIE = 0.01
 
 
 class WireHistory:
@@ -187,9 +202,15 @@ class WireHistory:
         self._keep = keep
         self._lock = threading.Lock()
 
-    def record(self, sent_bytes: int, sending_seconds: float) -> None:
-        """Note one upload; ``sending_seconds`` excludes time spent waiting for the compressor."""
+    def record(self, sent_bytes: int, sending_seconds: float, compressor_wait: float = 0.0) -> None:
+        """Note one upload; ``sending_seconds`` excludes ``compressor_wait``, the time spent waiting for the compressor.
+
+        An upload that waited long for its compressor kept the socket's buffer empty and says little
+        about the link (each send returned at once), so it is not counted.
+        """
         if sent_bytes < MIN_MEASURED_UPLOAD_BYTES or sending_seconds <= 0:
+            return
+        if compressor_wait > COMPRESSOR_BOUND_SHARE * (sending_seconds + compressor_wait):
             return
         with self._lock:
             self._rates = (self._rates + [sent_bytes / sending_seconds])[-self._keep :]
