@@ -16,6 +16,7 @@ from ClaraAWSLib.core.compression import (
     CompressionSpeeds,
     WireHistory,
     choose_level,
+    machine_speeds,
 )
 from ClaraAWSLib.core.crop import BodyCrop, body_box, crop_volume
 from ClaraAWSLib.core.errors import CancelledError, RemoteError
@@ -216,6 +217,7 @@ def test_uploads_teach_the_client_the_link_and_a_slow_link_gets_denser_bytes():
         assert client.wire.history.throughput() > 0  # learnt from the upload just made
         client.wire.history = WireHistory()
         client.wire.history.record(64 << 20, 64.0)  # as if earlier uploads went at 1 MB/s
+        assert machine_speeds(volume, wait=True) is not None  # measured once per process, off the upload's path
         dense = client.start_encode(volume)
         assert dense.level > 1
         assert len(dense.result().data) <= len(encode_volume(volume, level=1).data)

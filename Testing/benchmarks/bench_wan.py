@@ -9,12 +9,14 @@ proxy, headers and framing included) and the ratios ours / older path and ours /
 
     limit = the smaller full-volume upload / uplink + server time + result bytes / downlink + 2 RTT.
 
+The proxy and the server run in a process of their own, as they would on other machines.
 Paths measured, each with a fresh connection:
 - older path: a Slicer storage-node ``.nii.gz`` write (SimpleITK's writer without slicer-core), a
   whole-file multipart upload with a Content-Length (``requests`` ``files=``), the result read back
   through a file; a click re-writes and re-sends the whole volume;
 - ClaraAWS, encode then send (the previous release: compress all, then upload, level 1);
-- ClaraAWS, compress while sending (chunked, level chosen from the measured uplink);
+- ClaraAWS, compress while sending (chunked), at level 1 and at the level chosen from the uplink
+  measured on the earlier uploads;
 - ClaraAWS, pre-encoded when the volume was chosen (``AIAAClient.start_encode``; the click finds the
   bytes ready, so only the upload remains);
 - ClaraAWS with the body crop (``BodyCrop``: HU > -500, 10 mm margin), compressing while sending;
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import multiprocessing
 import socket
 import sys
 import tempfile
@@ -281,17 +284,59 @@ def older_path(url: str, volume, endpoint: str, model: str, params: str) -> np.n
         return sitk.GetArrayFromImage(sitk.ReadImage(str(result)))
 
 
-def measure(proxy, server, action):
+def _far_end(conn, up_bits: float, down_bits: float, rtt: float) -> None:
+    """The network and the server, in a process of their own (as they are on other machines in reality).
+
+    Commands over ``conn``: "reset" starts a measurement, "read" answers (bytes up, bytes down, server
+    seconds) since then, "stop" ends the process.
+    """
+    server = ReferenceServer(models=[SlowSegmenter(), RegionGrowDeepgrow()]).start()
+    proxy = ThrottlingProxy(server.port, up_bits, down_bits, rtt)
+    conn.send(proxy.port)
+    before = 0
+    while True:
+        command = conn.recv()
+        if command == "reset":
+            proxy.reset_counts()
+            before = len(server.stats.compute_seconds)
+            conn.send(None)
+        elif command == "read":
+            # Server time: from each request body's last byte to its answer (decoding, the model, the result file).
+            handled = sum(seconds for _, seconds in server.stats.compute_seconds[before:])
+            conn.send((proxy.bytes["up"], proxy.bytes["down"], handled))
+        else:
+            proxy.close()
+            server.stop()
+            conn.send(None)
+            return
+
+
+class FarEnd:
+    def __init__(self, up_bits: float, down_bits: float, rtt: float) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_far_end, args=(child, up_bits, down_bits, rtt), daemon=True)
+        self._process.start()
+        self.url = f"http://127.0.0.1:{self._conn.recv()}"
+
+    def ask(self, command: str):
+        self._conn.send(command)
+        return self._conn.recv()
+
+    def close(self) -> None:
+        self.ask("stop")
+        self._process.join(10)
+
+
+def measure(far, action):
     """(wall seconds, bytes up, bytes down, server seconds, value) of one run through the proxy."""
-    time.sleep(0.2)
-    proxy.reset_counts()
-    before = len(server.stats.compute_seconds)
+    time.sleep(0.3)
+    far.ask("reset")
     started = time.perf_counter()
     value = action()
     wall = time.perf_counter() - started
-    # Server time: from each request body's last byte to its answer (decoding, the model, the result file).
-    handled = sum(seconds for _, seconds in server.stats.compute_seconds[before:])
-    return wall, proxy.bytes["up"], proxy.bytes["down"], handled, value
+    sent, received, handled = far.ask("read")
+    return wall, sent, received, handled, value
 
 
 def run_link(phantom, up_mbit: float, down_mbit: float, rtt_ms: float) -> None:
@@ -299,12 +344,10 @@ def run_link(phantom, up_mbit: float, down_mbit: float, rtt_ms: float) -> None:
     print(f"\n=== link {up_mbit:g} Mbit/s up, {down_mbit:g} Mbit/s down, {rtt_ms:g} ms RTT ===")
     print(self_check(up, down, rtt))
     volume = phantom.ct
-    models = [SlowSegmenter(), RegionGrowDeepgrow()]
     clicks = _click_points(phantom)
-    with ReferenceServer(models=models) as server:
-        proxy = ThrottlingProxy(server.port, up, down, rtt)
-        url = proxy.url
-        server_wire(url).__init__()  # this proxy port is a new server: nothing learnt yet
+    far = FarEnd(up, down, rtt)
+    try:
+        url = far.url
 
         def ours(image_factory, **client_options):
             def action():
@@ -318,10 +361,11 @@ def run_link(phantom, up_mbit: float, down_mbit: float, rtt_ms: float) -> None:
 
         rows = {}
         rows["older path (storage node .nii.gz, whole-file upload)"] = measure(
-            proxy, server, lambda: older_path(url, volume, "segmentation", AUTO_MODEL, "{}"))
+            far, lambda: older_path(url, volume, "segmentation", AUTO_MODEL, "{}"))
         rows["ClaraAWS, encode then send (level 1)"] = measure(
-            proxy, server, ours(lambda c: volume, stream_uploads=False, adaptive_level=False))
-        rows["ClaraAWS, compress while sending"] = measure(proxy, server, ours(lambda c: volume))
+            far, ours(lambda c: volume, stream_uploads=False, adaptive_level=False))
+        rows["ClaraAWS, compress while sending, level 1"] = measure(far, ours(lambda c: volume, adaptive_level=False))
+        rows["ClaraAWS, compress while sending"] = measure(far, ours(lambda c: volume))
         level = rows["ClaraAWS, compress while sending"][4][0].upload_level
         pre = {}
 
@@ -331,7 +375,7 @@ def run_link(phantom, up_mbit: float, down_mbit: float, rtt_ms: float) -> None:
         with AIAAClient(url) as chooser:
             pre["encode"] = chooser.start_encode(volume)
             pre["encode"].result()  # the user picked the volume a while before clicking
-        rows["ClaraAWS, pre-encoded when the volume was chosen"] = measure(proxy, server, ours(pre_encoded))
+        rows["ClaraAWS, pre-encoded when the volume was chosen"] = measure(far, ours(pre_encoded))
 
         def cropped():
             with AIAAClient(url) as client:
@@ -339,7 +383,7 @@ def run_link(phantom, up_mbit: float, down_mbit: float, rtt_ms: float) -> None:
                 result = client.auto_segment({"name": AUTO_MODEL, "type": "segmentation"}, volume)
                 return result, result.labels()
 
-        rows["ClaraAWS, body crop, compress while sending"] = measure(proxy, server, cropped)
+        rows["ClaraAWS, body crop, compress while sending"] = measure(far, cropped)
 
         older_up = rows["older path (storage node .nii.gz, whole-file upload)"][1]
         full_up = min(older_up, *(row[1] for name, row in rows.items() if name.startswith("ClaraAWS") and "crop" not in name))
@@ -363,17 +407,18 @@ def run_link(phantom, up_mbit: float, down_mbit: float, rtt_ms: float) -> None:
                 stop = crop[2][1] + 1 if crop else None
                 return result.labels(SliceLimit(volume.grid, stop) if stop is not None else None)
 
-            click = measure(proxy, server, our_click)
+            click = measure(far, our_click)
             client.close_session(session)
         params = '{"foreground": %s, "background": [], "current_point": %s}' % (clicks[:2], clicks[1])
-        older_click = measure(proxy, server, lambda: older_path(url, volume, "deepgrow", DEEPGROW_MODEL, params))
+        older_click = measure(far, lambda: older_path(url, volume, "deepgrow", DEEPGROW_MODEL, params))
         print("A later deepgrow click:")
         for name, (wall, sent, received, handled, _) in (("older path (re-writes and re-sends the volume)", older_click),
                                                          ("ClaraAWS (points into the session)", click)):
             limit = click[1] / (up / 8) + handled + received / (down / 8) + 2 * rtt
             print(f"  {name:<52} {wall:6.2f}s {sent / 1e6:7.3f} {received / 1e6:8.3f} {handled:6.2f}s {limit:6.2f}s "
                   f"{wall / older_click[0]:7.2f} {wall / limit:7.2f}")
-        proxy.close()
+    finally:
+        far.close()
 
 
 def check_same_labels(rows) -> None:

@@ -44,7 +44,7 @@ MIN_MEASURED_UPLOAD_BYTES = 4 << 20
 #: An upload that spent more than this share of its time waiting for the compressor did not measure the link.
 COMPRESSOR_BOUND_SHARE = 0.2
 #: Bytes of voxels compressed per level to measure this machine's speed.
-CALIBRATION_BYTES = 1 << 20
+CALIBRATION_BYTES = 512 * 1024
 
 
 class BackgroundEncode:
@@ -160,15 +160,29 @@ class CompressionSpeeds:
 
 _speeds: Optional[CompressionSpeeds] = None
 _speeds_lock = threading.Lock()
+_measuring: Optional[threading.Thread] = None
 
 
-def machine_speeds(volume: Volume) -> CompressionSpeeds:
-    """The per-process measurement of compression speeds (made on the first volume that needs it)."""
-    global _speeds
+def machine_speeds(volume: Volume, *, wait: bool = False) -> Optional[CompressionSpeeds]:
+    """This process's measurement of compression speeds, made once on a sample of ``volume``'s voxels.
+
+    The first call starts the measurement on a background thread and returns None (the caller then
+    compresses at level 1), so no upload waits for it; ``wait`` waits for it instead.
+    """
+    global _measuring
     with _speeds_lock:
-        if _speeds is None:
-            _speeds = CompressionSpeeds.measure(volume)
-        return _speeds
+        if _speeds is None and _measuring is None:
+            _measuring = threading.Thread(target=_measure, args=(volume,), name="ClaraAWS compression speeds", daemon=True)
+            _measuring.start()
+        measuring = _measuring
+    if wait and measuring is not None:
+        measuring.join()
+    return _speeds
+
+
+def _measure(volume: Volume) -> None:
+    global _speeds
+    _speeds = CompressionSpeeds.measure(volume)
 
 
 def choose_level(wire_bytes_per_second: Optional[float], speeds: CompressionSpeeds, headroom: float = CPU_HEADROOM) -> int:

@@ -365,7 +365,8 @@ class AIAAClient:
         level = 1
         throughput = self.wire.history.throughput()
         if self.adaptive_level and throughput:
-            level = choose_level(throughput, machine_speeds(volume))
+            speeds = machine_speeds(volume)  # None until measured: level 1 meanwhile
+            level = choose_level(throughput, speeds) if speeds is not None else 1
         return BackgroundEncode(volume, level=level)
 
     def upload_source(self, image: ImageInput) -> Union[EncodedImage, BackgroundEncode]:
