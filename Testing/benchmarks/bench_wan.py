@@ -44,6 +44,7 @@ import requests
 import SimpleITK as sitk
 
 from ClaraAWSLib.backends.aiaa.client import AIAAClient, server_wire
+from ClaraAWSLib.core.compression import machine_speeds
 from ClaraAWSLib.core.crop import BodyCrop
 from ClaraAWSLib.core.imageio import SliceLimit
 from ClaraAWSLib.server import ReferenceServer
@@ -62,10 +63,11 @@ SLICE = 16 * 1024
 class TokenBucket:
     """``take(n)`` returns once ``n`` bytes fit the rate; shared by every connection in one direction."""
 
-    def __init__(self, bytes_per_second: float, burst: int = 32 * 1024) -> None:
+    def __init__(self, bytes_per_second: float) -> None:
         self.rate = float(bytes_per_second)
-        self.burst = burst
-        self._tokens = float(burst)
+        # A link's queue absorbs about 10 ms of traffic: a sender thread scheduled late catches up, never exceeds the rate.
+        self.burst = max(64 * 1024, int(self.rate * 0.01))
+        self._tokens = float(self.burst)
         self._stamp = time.perf_counter()
         self._lock = threading.Lock()
 
@@ -284,48 +286,65 @@ def older_path(url: str, volume, endpoint: str, model: str, params: str) -> np.n
         return sitk.GetArrayFromImage(sitk.ReadImage(str(result)))
 
 
-def _far_end(conn, up_bits: float, down_bits: float, rtt: float) -> None:
-    """The network and the server, in a process of their own (as they are on other machines in reality).
+def _far_end(role: str, conn, up_bits: float, down_bits: float, rtt: float, target_port: int = 0) -> None:
+    """The server or the network, each in a process of its own (on other machines in reality).
 
-    Commands over ``conn``: "reset" starts a measurement, "read" answers (bytes up, bytes down, server
-    seconds) since then, "stop" ends the process.
+    Commands over ``conn``: "reset" starts a measurement, "read" answers what happened since then
+    (the proxy: bytes up and down; the server: its seconds), "stop" ends the process.
     """
-    server = ReferenceServer(models=[SlowSegmenter(), RegionGrowDeepgrow()]).start()
-    proxy = ThrottlingProxy(server.port, up_bits, down_bits, rtt)
-    conn.send(proxy.port)
+    if role == "server":
+        server = ReferenceServer(models=[SlowSegmenter(), RegionGrowDeepgrow()]).start()
+        conn.send(server.port)
+    else:
+        proxy = ThrottlingProxy(target_port, up_bits, down_bits, rtt)
+        conn.send(proxy.port)
     before = 0
     while True:
         command = conn.recv()
         if command == "reset":
-            proxy.reset_counts()
-            before = len(server.stats.compute_seconds)
+            if role == "server":
+                before = len(server.stats.compute_seconds)
+            else:
+                proxy.reset_counts()
             conn.send(None)
         elif command == "read":
-            # Server time: from each request body's last byte to its answer (decoding, the model, the result file).
-            handled = sum(seconds for _, seconds in server.stats.compute_seconds[before:])
-            conn.send((proxy.bytes["up"], proxy.bytes["down"], handled))
+            if role == "server":
+                # From each request body's last byte to its answer: decoding, the model, the result file.
+                conn.send(sum(seconds for _, seconds in server.stats.compute_seconds[before:]))
+            else:
+                conn.send((proxy.bytes["up"], proxy.bytes["down"]))
         else:
-            proxy.close()
-            server.stop()
+            (server.stop if role == "server" else proxy.close)()
             conn.send(None)
             return
 
 
 class FarEnd:
+    """The reference server and the throttling proxy in front of it, in two processes."""
+
     def __init__(self, up_bits: float, down_bits: float, rtt: float) -> None:
         context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self._process = context.Process(target=_far_end, args=(child, up_bits, down_bits, rtt), daemon=True)
-        self._process.start()
-        self.url = f"http://127.0.0.1:{self._conn.recv()}"
+        self._ends = []
+        port = 0
+        for role in ("server", "proxy"):
+            conn, child = context.Pipe()
+            process = context.Process(target=_far_end, args=(role, child, up_bits, down_bits, rtt, port), daemon=True)
+            process.start()
+            port = conn.recv()
+            self._ends.append((conn, process))
+        self.url = f"http://127.0.0.1:{port}"
 
     def ask(self, command: str):
-        self._conn.send(command)
-        return self._conn.recv()
+        answers = []
+        for conn, _ in self._ends:
+            conn.send(command)
+            answers.append(conn.recv())
+        return answers
 
     def close(self) -> None:
         self.ask("stop")
-        self._process.join(10)
+        for _, process in self._ends:
+            process.join(10)
 
 
 def measure(far, action):
@@ -335,7 +354,7 @@ def measure(far, action):
     started = time.perf_counter()
     value = action()
     wall = time.perf_counter() - started
-    sent, received, handled = far.ask("read")
+    handled, (sent, received) = far.ask("read")
     return wall, sent, received, handled, value
 
 
@@ -388,6 +407,10 @@ def run_link(phantom, up_mbit: float, down_mbit: float, rtt_ms: float) -> None:
         older_up = rows["older path (storage node .nii.gz, whole-file upload)"][1]
         full_up = min(older_up, *(row[1] for name, row in rows.items() if name.startswith("ClaraAWS") and "crop" not in name))
         older_wall = rows["older path (storage node .nii.gz, whole-file upload)"][0]
+        speeds = machine_speeds(volume, wait=True)
+        table = ", ".join(f"{lv}: {speed / 1e6:.0f} MB/s x{ratio:.3f}" for lv, (speed, ratio) in speeds.table.items())
+        measured = server_wire(url).history.throughput() or 0.0
+        print(f"Uplink measured on earlier uploads {measured * 8 / 1e6:.1f} Mbit/s; this machine deflates {table}")
         print(f"Auto-segmentation (levels: streamed {level}, pre-encoded {pre['encode'].level}):")
         print(f"  {'path':<52} {'wall':>7} {'up MB':>7} {'down MB':>8} {'server':>7} {'limit':>7} {'/older':>7} {'/limit':>7}")
         for name, (wall, sent, received, handled, _) in rows.items():

@@ -607,7 +607,8 @@ class AIAAClient:
                     )
                 headers_at = time.perf_counter()
                 if body is not None and body.finished_at is not None:
-                    self.wire.history.record(body.size_bytes, body.sending_seconds, getattr(body, "compressor_wait", 0.0))
+                    sent, seconds, waited = body.clock.window(body.size_bytes)
+                    self.wire.history.record(sent, seconds - waited, waited)
                 if response.status_code >= 400:
                     raise _status_error(response, url, what, body.size_bytes if body is not None else 0)
                 content = self._read_body(response, download_progress, cancel, max_bytes)
