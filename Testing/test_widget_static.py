@@ -197,6 +197,37 @@ def test_point_lists_are_made_only_by_the_tools_and_stop_with_the_module(module_
     assert "placeModeEnabled = False" in methods["_stopTools"]
 
 
+def _method_source(module_source, name):
+    return next(ast.unparse(node) for node in ast.walk(ast.parse(module_source))
+                if isinstance(node, ast.FunctionDef) and node.name == name)
+
+
+def test_a_loaded_scene_rebinds_the_panel_to_its_own_point_lists(module_source):
+    assert "slicer.mrmlScene.EndImportEvent, self.onSceneEndImport" in module_source
+    assert "self.initializeParameterNode()" in _method_source(module_source, "onSceneEndImport")
+
+
+def test_show_in_segment_editor_works_after_the_selector_went_back_to_new(module_source):
+    assert "self.logic.lastSegmentationNode" in _method_source(module_source, "onShowInSegmentEditor")
+
+
+def test_cancel_and_scene_close_stop_waiting_at_once(module_source):
+    assert "self.runner.abandon('auto')" in _method_source(module_source, "onApplyButton")
+    assert "self.runner.abandon(channel)" in _method_source(module_source, "onSceneStartClose")
+    assert "arm_cancel()" in _method_source(module_source, "onApplyButton")
+
+
+def test_boto3_install_on_old_slicer_reports_failures_and_says_it_waits(module_source):
+    helper = _method_source(module_source, "_pipInstallWithStatus")
+    assert "except Exception" in helper and "_showError" in helper and "setOverrideCursor" in helper
+    assert "answer_is_yes(slicer.util.confirmOkCancelDisplay" in _method_source(module_source, "_ensureBoto3")
+
+
+def test_gui_bindings_use_the_tag_that_slicer_58_forgets_to_return(module_source):
+    assert "connect_gui(pn, self.ui)" in module_source and ".connectGui(" not in module_source
+    assert "dontShowAgainSettingsKey" not in module_source  # consent is per server (panel/consent.py)
+
+
 # --- packaging -----------------------------------------------------------------------------
 def test_cmake_lists_every_library_file_and_nothing_else():
     listed = cmake_list(MODULE_CMAKE.read_text(), "MODULE_PYTHON_SCRIPTS")

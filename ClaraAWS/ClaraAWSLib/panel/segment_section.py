@@ -8,6 +8,7 @@ from slicer.i18n import tr as _
 from ..core.progress import Stage, StageProgress, describe, describe_any
 from ..scene.point_lists import points_world
 from .processing_state import (
+    bar_settings,
     PanelInputs,
     annotate_blocker,
     apply_button_view,
@@ -35,20 +36,24 @@ class SegmentSection:
         blocker = auto_segment_blocker(self._panelInputs(self.ui.autoModelComboBox.currentText))
         view = apply_button_view(state, ready=not blocker, not_ready_reason=blocker)
         self.ui.applyButton.text, self.ui.applyButton.enabled, self.ui.applyButton.toolTip = view.text, view.enabled, view.tooltip
-        self.ui.progressBar.visible = progress_visible(state)
+        self.ui.progressBar.visible = self.ui.progressLabel.visible = progress_visible(state)
         self.ui.showInSegmentEditorButton.visible = result_actions_visible(state)
         for widget in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector, self.ui.autoModelComboBox,
                        self.ui.serverUrlComboBox, self.ui.connectButton):
             widget.enabled = inputs_editable(state)
 
     def _showProgress(self, view) -> None:
+        shown = bar_settings(view.text, view.value, view.maximum)
         bar = self.ui.progressBar
-        bar.maximum, bar.value, bar.format, bar.toolTip = view.maximum, view.value, view.text, view.text
+        bar.minimum, bar.maximum, bar.value, bar.format, bar.toolTip = (shown.minimum, shown.maximum, shown.value,
+                                                                        shown.bar_text, view.text)
+        self.ui.progressLabel.text = shown.label_text  # a busy bar draws no text of its own
         bar.repaint()  # paints now, without running the event loop
+        self.ui.progressLabel.repaint()
 
     def onApplyButton(self) -> None:
         if self.autoState.request_cancel():  # the button reads "Cancel" while a request is out
-            self.runner.cancel("auto")
+            self.runner.abandon("auto")  # idle at once; a late answer is dropped
             return
         pn = self._parameterNode
         if not self._askUploadConsent():
@@ -58,8 +63,10 @@ class SegmentSection:
         except Exception as error:
             self._showError(_("Auto-segmentation did not start."), error)
             return
-        self.autoState.start()
+        self.autoState.start(cancel_armed=False)
         self._showProgress(describe(StageProgress(Stage.ENCODING)))
+        slicer.app.processEvents()  # clicks queued during the export land now, before the button means Cancel
+        self.autoState.arm_cancel()
         self._startJob("auto", lambda progress, cancel: job.run(progress, cancel),
                        on_progress=lambda payload: self._showProgress(describe_any(payload, detail=job.endpoint)),
                        on_result=lambda result: self._importAutoSegment(job),
@@ -82,11 +89,16 @@ class SegmentSection:
 
     def onShowInSegmentEditor(self) -> None:
         pn = self._parameterNode
+        # The selector may read "Create new segmentation" again since the run: show what the run made.
+        segmentation = pn.outputSegmentation or self.logic.lastSegmentationNode
+        if segmentation is None or segmentation.GetScene() is None:
+            self._setStatus(_("There is no result to show yet."))
+            return
         slicer.util.selectModule("SegmentEditor")
         editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
-        editor.setSegmentationNode(pn.outputSegmentation)
+        editor.setSegmentationNode(segmentation)
         editor.setSourceVolumeNode(pn.inputVolume)
-        editor.setCurrentSegmentID(self._segmentId() or pn.outputSegmentation.GetSegmentation().GetNthSegmentID(0))
+        editor.setCurrentSegmentID(self._segmentId() or segmentation.GetSegmentation().GetNthSegmentID(0))
 
     # ------------------------------------------------------------------ interactive correction
     def _selectSegmentEditorSegment(self) -> None:

@@ -9,6 +9,7 @@ from slicer.i18n import tr as _
 from ..backends import ANNOTATE, AUTO_SEGMENT, DEEPGROW
 from ..core.errors import ClaraError
 from . import model_choices, settings_store
+from .consent import answer_is_yes
 
 BOTO3_REQUIREMENT = "boto3>=1.26"
 
@@ -78,10 +79,16 @@ class ServerSection:
         self._onParameterNodeModified()
         self.ui.connectButton.enabled = False
         self.ui.connectionStatusLabel.text = _("Connecting to {url}…").format(url=url)
-        self._startJob("connect", lambda progress, cancel: self.logic.connect(url, verify=verify),
-                       on_result=lambda models: self._onConnected(url, models), on_error=self._onConnectFailed)
+        ticket = self.connectTickets.begin()  # Enter and Connect: only the newest attempt counts
+        self._startJob("connect", lambda progress, cancel: self.logic.openServer(url, verify=verify),
+                       on_result=lambda opened: self._onConnected(ticket, url, *opened),
+                       on_error=lambda error: self._onConnectFailed(ticket, error))
 
-    def _onConnected(self, url: str, models: List[dict]) -> None:
+    def _onConnected(self, ticket: int, url: str, client, models: List[dict]) -> None:
+        if not self.connectTickets.is_current(ticket):
+            client.close()  # a newer connect started since: this server is not the one the panel shows
+            return
+        self.logic.useServer(client, models)
         self.ui.connectButton.enabled = True
         self._connectedUrl = url
         settings_store.remember_url(self.settings, url)
@@ -90,7 +97,9 @@ class ServerSection:
         self.ui.connectionStatusLabel.text = _("Connected: {count} models.").format(count=len(self._models))
         self._fillModels()
 
-    def _onConnectFailed(self, error: BaseException) -> None:
+    def _onConnectFailed(self, ticket: int, error: BaseException) -> None:
+        if not self.connectTickets.is_current(ticket):
+            return
         self.ui.connectButton.enabled = True
         self._models = []
         self._fillModels()
@@ -140,12 +149,13 @@ class ServerSection:
             import slicer.packaging
 
             slicer.packaging.pip_ensure(BOTO3_REQUIREMENT, requester="ClaraAWS")  # asks the user first
-        except ImportError:  # Slicer before 5.12
-            if not slicer.util.confirmOkCancelDisplay(_(
+        except ImportError:  # Slicer before 5.12 has no pip_ensure
+            if not answer_is_yes(slicer.util.confirmOkCancelDisplay(_(
                     "Finding Clara servers on AWS needs the boto3 package, which Slicer does not include. "
-                    "Install it now from the Python Package Index?")):
+                    "Install it now from the Python Package Index?"))):
                 return False
-            slicer.util.pip_install(BOTO3_REQUIREMENT)
+            if not self._pipInstallWithStatus():
+                return False
         except RuntimeError:  # the user declined
             return False
         except Exception as error:
@@ -157,6 +167,21 @@ class ServerSection:
         if not aws.boto3_available():
             slicer.util.errorDisplay(_("boto3 is not installed, so AWS discovery cannot run; install boto3 and try again."))
             return False
+        return True
+
+    def _pipInstallWithStatus(self) -> bool:
+        """Slicer 5.8/5.10's pip_install blocks the GUI: say so first, show a busy cursor, report a failure."""
+        self.ui.connectionStatusLabel.text = _("Installing boto3… (Slicer waits until pip is done)")
+        slicer.app.processEvents()
+        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+        try:
+            slicer.util.pip_install(BOTO3_REQUIREMENT)
+        except Exception as error:  # noqa: BLE001 - pip's own failure, shown with its details
+            self._showError(_("boto3 could not be installed."), error)
+            return False
+        finally:
+            qt.QApplication.restoreOverrideCursor()
+            self.ui.connectionStatusLabel.text = ""
         return True
 
     def onFindDeployments(self) -> None:

@@ -18,8 +18,10 @@ from slicer.util import VTKObservationMixin
 
 from ..core.progress import error_text
 from . import settings_store, slicer_app
+from .consent import ConsentBook, answer_is_yes
 from .jobs import JobRunner
-from .processing_state import ProcessingStateMachine
+from .slicer_compat import connect_gui
+from .processing_state import ConnectTickets, ProcessingStateMachine
 from .segment_section import SegmentSection
 from .server_section import ServerSection
 
@@ -40,7 +42,6 @@ class ClaraAWSPanel(ServerSection, SegmentSection, ScriptedLoadableModuleWidget,
         self._models: List[dict] = []
         self._connectedUrl = ""
         self._deployments: dict = {}  # url -> aws.Deployment
-        self._consentedHosts = set()
         self._observedMarkups = []
         self.pointTools = None
 
@@ -64,6 +65,8 @@ class ClaraAWSPanel(ServerSection, SegmentSection, ScriptedLoadableModuleWidget,
         for groupBox, tool in ((self.ui.annotationGroupBox, "extreme"), (self.ui.deepgrowGroupBox, "deepgrow")):
             groupBox.connect("toggled(bool)", lambda checked, tool=tool: self.onToolToggled(tool, checked))
         self.settings = qt.QSettings()  # a settings_store.SettingsStore as it is (value/setValue)
+        self.consent = ConsentBook(self.settings)
+        self.connectTickets = ConnectTickets()
         self.runner = JobRunner()
         self.autoState = ProcessingStateMachine(on_change=lambda old, new: self._updateAutoSegmentGui())
         self._pollTimer = qt.QTimer()
@@ -77,6 +80,7 @@ class ClaraAWSPanel(ServerSection, SegmentSection, ScriptedLoadableModuleWidget,
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
 
         # Server
         self.ui.connectButton.connect("clicked(bool)", self.onConnectButton)
@@ -119,19 +123,28 @@ class ClaraAWSPanel(ServerSection, SegmentSection, ScriptedLoadableModuleWidget,
     def exit(self) -> None:
         self._stopTools()
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            if self._parameterNodeGuiTag is not None:
+                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
-        for channel in SCENE_CHANNELS:  # no result may land in a scene that is going away
-            self.runner.cancel(channel)
+        self.autoState.arm_cancel()  # a scene closing during the start of a run cancels it too
         self.autoState.request_cancel()
+        for channel in SCENE_CHANNELS:  # no result may land in a scene that is going away; nobody waits for one
+            self.runner.abandon(channel)
         self._stopTools()
         self._observeMarkups(None)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def onSceneEndImport(self, caller, event) -> None:
+        # A loaded scene may bring its own parameter node and point lists: bind the panel to those.
+        self._stopTools()
+        self.setParameterNode(None)
         if self.parent.isEntered:
             self.initializeParameterNode()
 
@@ -155,11 +168,12 @@ class ClaraAWSPanel(ServerSection, SegmentSection, ScriptedLoadableModuleWidget,
 
     def setParameterNode(self, inputParameterNode: Optional[Any]) -> None:
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            if self._parameterNodeGuiTag is not None:
+                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = pn = inputParameterNode
         if pn:
-            self._parameterNodeGuiTag = pn.connectGui(self.ui)
+            self._parameterNodeGuiTag = connect_gui(pn, self.ui)
             self.addObserver(pn, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
             self.ui.extremePointsPlaceWidget.setCurrentNode(pn.extremePoints)
             self.ui.foregroundPlaceWidget.setCurrentNode(pn.foregroundPoints)
@@ -206,17 +220,26 @@ class ClaraAWSPanel(ServerSection, SegmentSection, ScriptedLoadableModuleWidget,
         slicer.util.errorDisplay(message, detailedText=details)
 
     def _askUploadConsent(self) -> bool:
-        """Ask once per server and Slicer session (unless "don't show again") before image data is sent."""
-        host = qt.QUrl(self._connectedUrl).host() or self._connectedUrl
-        if host in self._consentedHosts:
+        """Ask before image data goes to a server (per server; a plain-HTTP one in every Slicer session)."""
+        url = self._connectedUrl
+        if not self.consent.needs_asking(url):
             return True
+        plain = settings_store.is_plain_http(url)
         text = _("The voxels and geometry of the volume (no patient information or names) will be sent to {host}."
-                 ).format(host=host)
-        if settings_store.is_plain_http(self._connectedUrl):
+                 ).format(host=qt.QUrl(url).host() or url)
+        if plain:
             text += "\n\n" + _("The connection is plain HTTP: the images travel unencrypted. Use it only for anonymised data.")
-        if not slicer.util.confirmOkCancelDisplay(text, windowTitle=_("Send image data?"),
-                                                  dontShowAgainSettingsKey=settings_store.KEY_DONT_ASK_BEFORE_UPLOAD):
+        if slicer.app.testingEnabled():
+            answer, dontAskAgain = True, False  # as Slicer's own confirmation dialogs behave under --testing
+        else:
+            box = qt.QMessageBox(qt.QMessageBox.Question, _("Send image data?"), text,
+                                 qt.QMessageBox.Ok | qt.QMessageBox.Cancel, slicer.util.mainWindow())
+            check = qt.QCheckBox(_("Don't ask again for this server"))
+            check.enabled = not plain
+            box.setCheckBox(check)
+            answer, dontAskAgain = box.exec_(), check.checked
+        if not answer_is_yes(answer):
             return False
-        self._consentedHosts.add(host)
+        self.consent.agreed(url, dontAskAgain)
         return True
 
