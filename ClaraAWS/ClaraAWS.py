@@ -5,8 +5,9 @@ name (``ClaraAWSWidget``, ``ClaraAWSTest``). The panel itself is ``ClaraAWSLib.p
 geometry and scene work is ``ClaraAWSLib``, which runs outside Slicer too.
 """
 
-from ClaraAWSLib.panel.self_test import PanelSelfTest
-from ClaraAWSLib.panel.widget import ClaraAWSPanel
+import os
+
+import slicer
 from slicer import (
     vtkMRMLMarkupsFiducialNode,
     vtkMRMLScalarVolumeNode,
@@ -19,6 +20,9 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
 )
+
+from ClaraAWSLib.panel.self_test import PanelSelfTest
+from ClaraAWSLib.panel.widget import ClaraAWSPanel
 
 
 class ClaraAWS(ScriptedLoadableModule):
@@ -37,6 +41,16 @@ class ClaraAWS(ScriptedLoadableModule):
         self.parent.acknowledgementText = _(
             "ClaraAWS speaks the Clara AIAA v1 protocol published by NVIDIA. It is not affiliated with NVIDIA or "
             "Amazon Web Services. The module layout follows the 3D Slicer scripted-module template.")
+        slicer.app.connect("startupCompleted()", self.registerEditorEffect)
+
+    def registerEditorEffect(self) -> None:
+        """Effects → ClaraAWS in the Segment Editor (ClaraAWSLib/panel/segment_editor_effect.py)."""
+        import qSlicerSegmentationsEditorEffectsPythonQt as effects
+
+        effect = effects.qSlicerSegmentEditorScriptedEffect(None)
+        path = os.path.join(os.path.dirname(__file__), "ClaraAWSLib", "panel", "segment_editor_effect.py")
+        effect.setPythonSource(path.replace("\\", "/"))
+        effect.self().register()
 
 
 @parameterNodeWrapper

@@ -228,6 +228,45 @@ def test_gui_bindings_use_the_tag_that_slicer_58_forgets_to_return(module_source
     assert "dontShowAgainSettingsKey" not in module_source  # consent is per server (panel/consent.py)
 
 
+EFFECT_FILE = LIBRARY_DIR / "panel" / "segment_editor_effect.py"
+#: What the Segment Editor effect calls on Slicer, each read from Slicer 5.8.1's source (file in the comment).
+SLICER_58_EFFECT_API = {
+    # qSlicerSegmentEditorAbstractEffect.h / AbstractScriptedSegmentEditorEffect.py
+    "addOptionsWidget", "addLabeledOptionsWidget", "parameterSetNode", "saveStateForUndo", "setPythonSource",
+    "perSegment", "requireSegments", "name", "self", "register",
+    # vtkMRMLSegmentEditorNode.h
+    "GetSourceVolumeNode", "GetSegmentationNode", "GetSelectedSegmentID",
+    # qSlicerMarkupsPlaceWidget.h
+    "setMRMLScene", "placeMultipleMarkups", "ForcePlaceMultipleMarkups", "setCurrentNode", "currentNode",
+    "qSlicerMarkupsPlaceWidget",
+}
+#: Methods Slicer calls on a scripted effect (qSlicerSegmentEditorScriptedEffect.cxx, 5.8.1).
+SLICER_EFFECT_HOOKS = {"clone", "icon", "helpText", "setupOptionsFrame", "createCursor", "activate", "deactivate",
+                       "updateGUIFromMRML"}
+
+
+def test_the_segment_editor_effect_uses_only_slicer_58_api_and_no_protocol_code():
+    source = EFFECT_FILE.read_text()
+    tree = ast.parse(source)
+    called = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+              and isinstance(node.value, ast.Attribute) and node.value.attr in ("scriptedEffect", "slicer")}
+    called |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+               and isinstance(node.value, ast.Name) and node.value.id in ("parameters", "widget")}
+    slicer_names = {"modules", "util", "mrmlScene", "qSlicerMarkupsPlaceWidget"}
+    assert called - SLICER_58_EFFECT_API - slicer_names - {"setCurrentNode", "enabled"} == set()
+    effect_class = next(node for node in tree.body if isinstance(node, ast.ClassDef))
+    assert effect_class.name == "SegmentEditorEffect"  # the name Slicer's scripted effect looks for
+    methods = {node.name for node in effect_class.body if isinstance(node, ast.FunctionDef)}
+    assert {"clone", "setupOptionsFrame", "activate", "deactivate", "updateGUIFromMRML"} <= methods
+    assert not methods & {"apply", "onApply"} - SLICER_EFFECT_HOOKS
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    for name in imported:  # thin: the panel and the logic do the work, no protocol or geometry here
+        assert not name.startswith(("requests", "SimpleITK", "numpy", "ClaraAWSLib.backends", "ClaraAWSLib.core")), name
+    module = MODULE_FILE.read_text()
+    assert '"startupCompleted()", self.registerEditorEffect' in module and "segment_editor_effect.py" in module
+
+
 # --- packaging -----------------------------------------------------------------------------
 def test_cmake_lists_every_library_file_and_nothing_else():
     listed = cmake_list(MODULE_CMAKE.read_text(), "MODULE_PYTHON_SCRIPTS")

@@ -1,6 +1,6 @@
 """The panel's segmentation section: auto-segmentation, interactive tools (extreme points, deepgrow), undo."""
 
-from typing import Callable
+from typing import Callable, Optional
 
 import slicer
 from slicer.i18n import tr as _
@@ -157,7 +157,17 @@ class SegmentSection:
         self.ui.interactiveStatusLabel.text = text
 
     def _startInteractive(self, channel: str, prepare: Callable, what: str, detail: str) -> None:
-        """Prepare on the GUI thread, send on a worker thread, apply the answer on the GUI thread."""
+        self.runEditRequest(channel, prepare, what, detail, self._setStatus,
+                            applied=self.ui.segmentSelectorWidget.setCurrentSegmentID, finished=self._updateInteractiveGui)
+        self._updateInteractiveGui()
+
+    def runEditRequest(self, channel: str, prepare: Callable, what: str, detail: str, report: Callable[[str], None],
+                       applied: Optional[Callable[[str], None]] = None,
+                       finished: Optional[Callable[[], None]] = None) -> None:
+        """Prepare on the GUI thread, send on a worker thread, apply the answer on the GUI thread.
+
+        Used by the panel and by the Segment Editor effect; ``report`` shows a one-line status.
+        """
         if not self._askUploadConsent():
             return
         try:
@@ -165,24 +175,26 @@ class SegmentSection:
         except Exception as error:
             self._showError(what, error)
             return
-        self._setStatus(describe(StageProgress(Stage.WAITING, detail=detail)).text)
+        report(describe(StageProgress(Stage.WAITING, detail=detail)).text)
 
         def onResult(result):
-            segmentId = self.logic.apply(job)  # None: a newer click replaced this request
-            if segmentId:
-                self.ui.segmentSelectorWidget.setCurrentSegmentID(segmentId)
-                self._setStatus(_("Segment updated."))
-            self._updateInteractiveGui()
+            outcome = self.logic.apply(job)  # None: a newer click replaced this request
+            if outcome is not None:
+                report(_("Segment updated."))
+                if applied is not None:
+                    applied(outcome)
+            if finished is not None:
+                finished()
 
         def onError(error):
-            self._setStatus("")
-            self._updateInteractiveGui()
+            report("")
+            if finished is not None:
+                finished()
             self._showError(what, error)
 
         self._startJob(channel, lambda progress, cancel: job.run(progress, cancel),
-                       on_progress=lambda payload: self._setStatus(describe_any(payload, detail=detail).text),
-                       on_result=onResult, on_error=onError, on_cancelled=lambda: self._setStatus(_("Cancelled.")))
-        self._updateInteractiveGui()
+                       on_progress=lambda payload: report(describe_any(payload, detail=detail).text),
+                       on_result=onResult, on_error=onError, on_cancelled=lambda: report(_("Cancelled.")))
 
     def onAnnotate(self) -> None:
         pn = self._parameterNode

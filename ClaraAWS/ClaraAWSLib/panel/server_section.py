@@ -116,11 +116,10 @@ class ServerSection:
                 item.setToolTip(cells.tooltip)
                 table.setItem(row, column, item)
         pn = self._parameterNode
-        client = self.logic.client  # the backend says which model types serve each tool
         for combo, task, field in ((self.ui.autoModelComboBox, AUTO_SEGMENT, "modelName"),
                                    (self.ui.annotationModelComboBox, ANNOTATE, "annotationModel"),
                                    (self.ui.deepgrowModelComboBox, DEEPGROW, "deepgrowModel")):
-            names = model_choices.models_of_types(self._models, client.model_types_for(task) if client else ())
+            names = self.modelNamesFor(task)  # the backend says which model types serve each tool
             chosen = model_choices.choose(names, getattr(pn, field) if pn else "", combo.currentText)
             wasBlocked = combo.blockSignals(True)
             combo.clear()
@@ -128,6 +127,14 @@ class ServerSection:
             combo.setCurrentIndex(names.index(chosen) if chosen else -1)
             combo.blockSignals(wasBlocked)
         self.onModelSelectionChanged()
+
+    def connectedUrl(self) -> str:
+        return self._connectedUrl
+
+    def modelNamesFor(self, task: str) -> List[str]:
+        """The connected server's models for a task (the Segment Editor effect offers the same ones)."""
+        client = self.logic.client
+        return model_choices.models_of_types(self._models, client.model_types_for(task)) if client else []
 
     def onModelSelectionChanged(self, *args) -> None:
         pn = self._parameterNode
