@@ -42,6 +42,15 @@ class ClaraAWS(ScriptedLoadableModule):
             "ClaraAWS speaks the Clara AIAA v1 protocol published by NVIDIA. It is not affiliated with NVIDIA or "
             "Amazon Web Services. The module layout follows the 3D Slicer scripted-module template.")
         slicer.app.connect("startupCompleted()", self.registerEditorEffect)
+        slicer.app.connect("startupCompleted()", self.registerSettingsPage)
+
+    def registerSettingsPage(self) -> None:
+        """Edit → Application Settings → ClaraAWS (ClaraAWSLib/panel/settings_page.py)."""
+        if not slicer.app.commandOptions().noMainWindow:
+            from ClaraAWSLib.panel.settings_page import ClaraAWSSettingsPanel
+
+            self.settingsPanel = ClaraAWSSettingsPanel()
+            slicer.app.settingsDialog().addPanel("ClaraAWS", self.settingsPanel)
 
     def registerEditorEffect(self) -> None:
         """Effects → ClaraAWS in the Segment Editor (ClaraAWSLib/panel/segment_editor_effect.py)."""

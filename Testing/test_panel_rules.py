@@ -141,3 +141,48 @@ def test_opening_a_server_changes_nothing_until_the_gui_uses_it(harness, referen
         assert logic.refreshModels()
     finally:
         logic.cleanup()
+
+
+def test_the_settings_page_values_reach_the_panel_rules():
+    from ClaraAWSLib.panel import settings_store as store_rules
+
+    store = MemorySettingsStore()
+    assert store_rules.update_on_every_click(store) and not store_rules.surface_after_import(store)
+    store.setValue(store_rules.KEY_UPDATE_ON_EVERY_CLICK, "false")  # how QSettings keeps a ticked-off box
+    store.setValue(store_rules.KEY_SURFACE_AFTER_IMPORT, "true")
+    store.setValue(store_rules.KEY_DEFAULT_MODEL + "deepgrow", " clara_deepgrow_3d ")
+    assert not store_rules.update_on_every_click(store) and store_rules.surface_after_import(store)
+    assert store_rules.default_model(store, "deepgrow") == "clara_deepgrow_3d"
+    for url in ("https://a.example.org", "https://b.example.org"):
+        store_rules.remember_url(store, url)
+    assert store_rules.forget_url(store, "https://a.example.org/") == ["https://b.example.org"]
+    assert store_rules.url_history(store) == ["https://b.example.org"]
+
+
+def test_results_can_come_with_their_3d_surface(harness, reference_server):
+    import numpy as np
+
+    import slicer_scene as ss
+    from ClaraAWSLib import ClaraAWSLogic
+    from ClaraAWSLib.synthetic.phantom import make_phantom
+
+    phantom = make_phantom(size=(48, 48, 20), spacing=(6.0, 6.0, 12.0), seed=2)
+    volume = ss.add_volume(harness, phantom.ct)
+    logic = ClaraAWSLogic(harness.scene)
+    try:
+        logic.connect(reference_server.url)
+        plain = logic.autoSegment(volume, "phantom_abdomen_seg")
+        surface = "Closed surface"
+        assert not plain.GetSegmentation().ContainsRepresentation(surface)
+        logic.createSurfaceAfterImport = True
+        with_surface = logic.autoSegment(volume, "phantom_abdomen_seg")
+        segmentation = with_surface.GetSegmentation()
+        assert segmentation.ContainsRepresentation(surface)
+        for n in range(segmentation.GetNumberOfSegments()):
+            voxels = ss.segment_on_volume(with_surface, segmentation.GetNthSegmentID(n), volume).sum()
+            points = segmentation.GetNthSegment(n).GetRepresentation(surface).GetNumberOfPoints()
+            assert (points > 0) == (voxels > 0)  # a surface for every segment that has voxels
+        assert np.count_nonzero([segmentation.GetNthSegment(n).GetRepresentation(surface).GetNumberOfPoints()
+                                 for n in range(segmentation.GetNumberOfSegments())]) >= 2
+    finally:
+        logic.cleanup()

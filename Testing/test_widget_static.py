@@ -267,6 +267,36 @@ def test_the_segment_editor_effect_uses_only_slicer_58_api_and_no_protocol_code(
     assert '"startupCompleted()", self.registerEditorEffect' in module and "segment_editor_effect.py" in module
 
 
+SETTINGS_PAGE = LIBRARY_DIR / "panel" / "settings_page.py"
+#: What the settings page calls, read from Slicer 5.8.1's DICOM settings panel (Modules/Scripted/DICOM/DICOM.py)
+#: and CTK's ctkSettingsPanel/ctkPathLineEdit headers as bundled with it.
+SLICER_58_SETTINGS_API = {"ctkSettingsPanel", "registerProperty", "ctkCollapsibleGroupBox", "ctkPathLineEdit",
+                          "SIGNAL", "Files"}
+
+
+def test_the_settings_page_follows_slicers_settings_panel_conventions():
+    source = SETTINGS_PAGE.read_text()
+    tree = ast.parse(source)
+    ctk_names = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                 and isinstance(node.value, ast.Name) and node.value.id == "ctk"}
+    assert ctk_names <= SLICER_58_SETTINGS_API
+    assert "class ClaraAWSSettingsPanel(ctk.ctkSettingsPanel)" in source
+    keys = set(re.findall(r"settings_store\.(KEY_[A-Z_]+)", source))
+    from ClaraAWSLib.panel import settings_store
+
+    assert keys and all(hasattr(settings_store, key) for key in keys)  # the panel reads the same keys
+    assert "password" not in source.lower() and "token" not in source.lower()  # never credentials
+    module = MODULE_FILE.read_text()
+    assert 'slicer.app.settingsDialog().addPanel("ClaraAWS", self.settingsPanel)' in module
+    assert "noMainWindow" in module
+
+
+def test_re_editing_saved_points_and_the_every_click_switch_are_wired(module_source):
+    assert "self.logic.pointsOfSegment(" in _method_source(module_source, "onLoadSavedPoints")
+    assert "update_on_every_click(self.settings)" in _method_source(module_source, "onDeepgrowPoint")
+    assert "surface_after_import(self.settings)" in _method_source(module_source, "runEditRequest")
+
+
 # --- packaging -----------------------------------------------------------------------------
 def test_cmake_lists_every_library_file_and_nothing_else():
     listed = cmake_list(MODULE_CMAKE.read_text(), "MODULE_PYTHON_SCRIPTS")

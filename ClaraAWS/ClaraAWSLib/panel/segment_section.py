@@ -6,7 +6,9 @@ import slicer
 from slicer.i18n import tr as _
 
 from ..core.progress import Stage, StageProgress, describe, describe_any
+from ..scene.logic import TAG_BACKGROUND_POINTS, TAG_EXTREME_POINTS, TAG_FOREGROUND_POINTS
 from ..scene.point_lists import points_world
+from . import settings_store
 from .processing_state import (
     bar_settings,
     PanelInputs,
@@ -58,6 +60,7 @@ class SegmentSection:
         pn = self._parameterNode
         if not self._askUploadConsent():
             return
+        self.logic.createSurfaceAfterImport = settings_store.surface_after_import(self.settings)
         try:
             job = self.logic.prepareAutoSegment(pn.inputVolume, pn.modelName, pn.outputSegmentation)
         except Exception as error:
@@ -170,6 +173,7 @@ class SegmentSection:
         """
         if not self._askUploadConsent():
             return
+        self.logic.createSurfaceAfterImport = settings_store.surface_after_import(self.settings)
         try:
             job = prepare()
         except Exception as error:
@@ -234,8 +238,8 @@ class SegmentSection:
         if role in ("foregroundPoints", "backgroundPoints"):
             self.onDeepgrowPoint(node)
 
-    def onDeepgrowPoint(self, clickedNode, event=None) -> None:
-        """A click was placed on the inside or outside list: send a request at once."""
+    def onDeepgrowPoint(self, clickedNode, event=None, force: bool = False) -> None:
+        """A click was placed on the inside or outside list: send a request at once (or on Update)."""
         pn = self._parameterNode
         if pn is None or interactive_blocker(self._panelInputs(pn.deepgrowModel)):
             return
@@ -243,11 +247,37 @@ class SegmentSection:
         if not foreground:
             self._setStatus(_("Click inside the structure first."))
             return
-        segmentId, clicked = self._segmentId(), points_world(clickedNode)[-1]
+        if not force and not settings_store.update_on_every_click(self.settings):
+            self._setStatus(_("{count} clicks placed: click Update segment to send them.").format(
+                count=len(foreground) + len(background)))
+            return
+        clicked = points_world(clickedNode)[-1] if clickedNode is not None else None
+        segmentId = self._segmentId()
         # A newer click supersedes the request still running for an older one (same channel).
         self._startInteractive("deepgrow", lambda: self.logic.prepareDeepgrow(
             pn.inputVolume, pn.outputSegmentation, segmentId, pn.deepgrowModel, foreground, background, clicked),
             _("Deepgrow failed."), "deepgrow")
+
+    def onLoadSavedPoints(self) -> None:
+        """Put the points stored with the selected segment back into the tools' lists, to edit them again."""
+        pn = self._parameterNode
+        segmentId = self._segmentId()
+        stored = self.logic.pointsOfSegment(pn.outputSegmentation, segmentId) if pn and segmentId else {}
+        extreme = stored.get(TAG_EXTREME_POINTS, [])
+        clicks = {"foregroundPoints": stored.get(TAG_FOREGROUND_POINTS, []),
+                  "backgroundPoints": stored.get(TAG_BACKGROUND_POINTS, [])}
+        if not extreme and not any(clicks.values()):
+            self._setStatus(_("The selected segment has no points saved by ClaraAWS."))
+            return
+        groupBox, lists = (self.ui.annotationGroupBox, {"extremePoints": extreme}) if extreme else \
+            (self.ui.deepgrowGroupBox, clicks)
+        groupBox.checked = True  # starts the tool, which makes its lists
+        for role, points in lists.items():
+            node = getattr(pn, role)
+            node.RemoveAllControlPoints()
+            for point in points:
+                node.AddControlPointWorld(*point)
+        self._setStatus(_("Saved points loaded."))
 
     def onUndo(self) -> None:
         try:

@@ -120,7 +120,8 @@ class ServerSection:
                                    (self.ui.annotationModelComboBox, ANNOTATE, "annotationModel"),
                                    (self.ui.deepgrowModelComboBox, DEEPGROW, "deepgrowModel")):
             names = self.modelNamesFor(task)  # the backend says which model types serve each tool
-            chosen = model_choices.choose(names, getattr(pn, field) if pn else "", combo.currentText)
+            chosen = model_choices.choose(names, getattr(pn, field) if pn else "",
+                                          settings_store.default_model(self.settings, task), combo.currentText)
             wasBlocked = combo.blockSignals(True)
             combo.clear()
             combo.addItems(names)

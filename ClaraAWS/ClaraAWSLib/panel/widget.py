@@ -104,6 +104,8 @@ class ClaraAWSPanel(ServerSection, SegmentSection, ScriptedLoadableModuleWidget,
         self.ui.annotateButton.connect("clicked(bool)", self.onAnnotate)
         self.ui.clearExtremePointsButton.connect("clicked(bool)", lambda: self._clearPoints("extremePoints"))
         self.ui.clearDeepgrowPointsButton.connect("clicked(bool)", lambda: self._clearPoints("foregroundPoints", "backgroundPoints"))
+        self.ui.deepgrowUpdateButton.connect("clicked(bool)", lambda: self.onDeepgrowPoint(None, force=True))
+        self.ui.loadSavedPointsButton.connect("clicked(bool)", self.onLoadSavedPoints)
         self.ui.undoButton.connect("clicked(bool)", self.onUndo)
 
         self._loadSettingsIntoGui()

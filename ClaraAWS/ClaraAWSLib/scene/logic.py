@@ -91,6 +91,8 @@ class ClaraAWSLogic:
         #: Editor's undo state there, so Ctrl+Z undoes the AI edit like any stroke).
         self.beforeSegmentWrite: Optional[Callable[[Any], None]] = None
         self.lastUndoSummary = ""
+        #: Build the 3D (closed surface) representation after an import, as MONAI Label's plugin offers.
+        self.createSurfaceAfterImport = False
         self._observations: List[int] = []
         self._observeScene()
 
@@ -285,6 +287,8 @@ class ClaraAWSLogic:
         else:
             result = self._applyEdit(request, volumeNode, segmentationNode)
         request.applied, request.applied_result = True, result
+        if self.createSurfaceAfterImport and self.lastSegmentationNode is not None:
+            self.lastSegmentationNode.CreateClosedSurfaceRepresentation()
         request.timings["import"] = time.perf_counter() - started
         self.lastTimings = dict(request.timings)
         return result
