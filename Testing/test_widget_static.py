@@ -214,7 +214,8 @@ def test_show_in_segment_editor_works_after_the_selector_went_back_to_new(module
 def test_cancel_and_scene_close_stop_waiting_at_once(module_source):
     assert "self.runner.abandon('auto')" in _method_source(module_source, "onApplyButton")
     assert "self.runner.abandon(channel)" in _method_source(module_source, "onSceneStartClose")
-    assert "arm_cancel()" in _method_source(module_source, "onApplyButton")
+    apply = _method_source(module_source, "onApplyButton")
+    assert "arm_cancel()" in apply and apply.index("if self.autoState.busy") < apply.index("prepareAutoSegment")
 
 
 def test_boto3_install_on_old_slicer_reports_failures_and_says_it_waits(module_source):

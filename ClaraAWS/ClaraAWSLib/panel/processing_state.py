@@ -145,10 +145,8 @@ class ProcessingStateMachine:
         While a run is starting and not yet armed, a click is one the user made on "Auto-segment" (a double
         click, queued behind the blocking export): it is ignored instead of cancelling the run.
         """
-        if not self.can(S.CANCELLING):
+        if not self.can(S.CANCELLING) or not self._cancel_armed:
             return False
-        if not self._cancel_armed:
-            return True
         self.transition(S.CANCELLING)
         return True
 

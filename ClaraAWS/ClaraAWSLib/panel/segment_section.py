@@ -54,8 +54,9 @@ class SegmentSection:
         self.ui.progressLabel.repaint()
 
     def onApplyButton(self) -> None:
-        if self.autoState.request_cancel():  # the button reads "Cancel" while a request is out
-            self.runner.abandon("auto")  # idle at once; a late answer is dropped
+        if self.autoState.busy:  # the button reads "Cancel" while a request is out
+            if self.autoState.request_cancel():  # False for a click queued while the run was starting
+                self.runner.abandon("auto")  # idle at once; a late answer is dropped
             return
         pn = self._parameterNode
         if not self._askUploadConsent():
