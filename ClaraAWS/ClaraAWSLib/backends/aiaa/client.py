@@ -61,7 +61,15 @@ from ...core.multipart import (
     StreamingMultipartBody,
     parse_multipart,
 )
-from ..transport import Deadline, DeadlineAdapter, answers_tls, origin, origin_text, positive_seconds, without_userinfo
+from ..transport import (
+    Deadline,
+    DeadlineAdapter,
+    answers_tls,
+    origin,
+    origin_text,
+    positive_seconds,
+    without_userinfo,
+)
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Inference on a large CT can take minutes without a byte on the wire.
