@@ -292,3 +292,20 @@ def test_the_body_crop_is_off_unless_set_for_the_model():
         client.body_crop["another_model"] = BodyCrop()
         result = client.auto_segment({"name": "other_threshold", "type": "segmentation"}, volume)
     assert result.full_grid is None and result.input_grid.matches(volume.grid)
+
+
+def test_nothing_listening_is_said_at_once_without_a_content_length_retry():
+    import socket
+
+    from ClaraAWSLib.core.errors import ServerUnreachableError
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    encode = slow_encode(noisy_volume())
+    with AIAAClient(f"http://127.0.0.1:{port}") as client:
+        with pytest.raises(ServerUnreachableError, match="Nothing is listening"):
+            client.create_session(encode)
+        assert not encode.done  # a retry with a Content-Length would have waited for the whole compression
+        assert not client.wire.chunked_refused
+    encode.cancel()

@@ -595,8 +595,10 @@ class AIAAClient:
                     try:
                         response = self._send(method, url, params, body)
                     except requests.exceptions.ConnectionError:
-                        # A server that cannot read chunked bodies may just drop the connection.
-                        if not isinstance(body, StreamingMultipartBody) or deadline.expired or _is_set(cancel):
+                        # A server that cannot read chunked bodies may just drop the connection (after
+                        # some of the body went out: a refused or unreachable server took none of it).
+                        if (not isinstance(body, StreamingMultipartBody) or body.sent == 0 or deadline.expired
+                                or _is_set(cancel)):
                             raise
                         response, body = self._resend_with_length(None, method, url, params, body)
                     else:
