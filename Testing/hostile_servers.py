@@ -13,6 +13,7 @@ import json
 import socket
 import ssl
 import struct
+import threading
 import time
 from typing import Dict, List, NamedTuple, Optional
 from urllib.parse import urlsplit
@@ -122,6 +123,10 @@ class _HostileHandler(_QuietHandler):
             self.answer(302, b"", "text/plain", {"Location": "/redirect-post-302/v1/segmentation-moved"})
 
     # --- slow ----------------------------------------------------------------------------
+    def do_silent(self, rest, url) -> None:
+        """Reads the request and never answers, like an inference that takes for ever behind a proxy."""
+        self.server.owner.silence.wait(60)
+
     def do_trickle(self, rest, url) -> None:
         """Headers at once, then one byte of body every 0.2 s: no single read ever waits long."""
         self.send_response(200)
@@ -229,6 +234,7 @@ class HostileServer(LoopbackServer):
     def __init__(self, tls_context: Optional[ssl.SSLContext] = None) -> None:
         super().__init__(_HostileHandler)
         self.seen: List[Seen] = []
+        self.silence = threading.Event()  # set to let silent answers end
         self.elsewhere = ""
         self.claimed_size = (6, 5, 4)
         self.scheme = "http"

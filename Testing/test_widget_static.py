@@ -292,6 +292,10 @@ def test_the_settings_page_follows_slicers_settings_panel_conventions():
     assert "noMainWindow" in module
 
 
+def test_a_chosen_volume_is_compressed_before_the_click(module_source):
+    assert "self.logic.preEncode(volume)" in _method_source(module_source, "_onParameterNodeModified")
+
+
 def test_re_editing_saved_points_and_the_every_click_switch_are_wired(module_source):
     assert "self.logic.pointsOfSegment(" in _method_source(module_source, "onLoadSavedPoints")
     assert "update_on_every_click(self.settings)" in _method_source(module_source, "onDeepgrowPoint")

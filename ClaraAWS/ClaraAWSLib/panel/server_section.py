@@ -89,6 +89,7 @@ class ServerSection:
             client.close()  # a newer connect started since: this server is not the one the panel shows
             return
         self.logic.useServer(client, models)
+        self._preEncodedVolumeId = None  # a new server: encode for it (its measured link may choose a level)
         self.ui.connectButton.enabled = True
         self._connectedUrl = url
         settings_store.remember_url(self.settings, url)

@@ -44,6 +44,7 @@ class ClaraAWSPanel(ServerSection, SegmentSection, ScriptedLoadableModuleWidget,
         self._deployments: dict = {}  # url -> aws.Deployment
         self._observedMarkups = []
         self.pointTools = None
+        self._preEncodedVolumeId = None
 
     # ------------------------------------------------------------------ setup and lifecycle
     def setup(self) -> None:
@@ -187,6 +188,10 @@ class ClaraAWSPanel(ServerSection, SegmentSection, ScriptedLoadableModuleWidget,
         segmentation = self._parameterNode.outputSegmentation if self._parameterNode else None
         if self.ui.segmentSelectorWidget.currentNode() != segmentation:
             self.ui.segmentSelectorWidget.setCurrentNode(segmentation)
+        volume = self._parameterNode.inputVolume if self._parameterNode else None
+        if volume is not None and volume.GetID() != self._preEncodedVolumeId:
+            # Compress the chosen volume in the background now, so Auto-segment finds the bytes ready.
+            self._preEncodedVolumeId = volume.GetID() if self.logic.preEncode(volume) else None
         self._updateAutoSegmentGui()
         self._updateInteractiveGui()
 

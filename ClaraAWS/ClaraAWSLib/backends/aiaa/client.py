@@ -588,7 +588,7 @@ class AIAAClient:
         if cancel is not None and cancel.is_set():
             raise CancelledError("The request was cancelled before it was sent; nothing was changed.")
         url = self.base_url + path
-        deadline = Deadline(self.deadline)
+        deadline = Deadline(self.deadline, cancel)
         try:
             with deadline:
                 for _ in range(MAX_REDIRECTS + 1):
@@ -622,14 +622,14 @@ class AIAAClient:
                 if response.status_code >= 400:
                     raise _status_error(response, url, what, body.size_bytes if body is not None else 0)
                 content = self._read_body(response, download_progress, cancel, max_bytes)
-        except requests.exceptions.RequestException as error:
-            if deadline.expired:
-                raise self._deadline_error(url, error) from error
-            raise self._transport_error(url, error) from error
-        except ServerError as error:
+        except (requests.exceptions.RequestException, ServerError) as error:
+            if deadline.cancelled:
+                raise CancelledError("The request was cancelled; nothing was changed.") from error
             if deadline.expired and not isinstance(error, ServerTimeoutError):
                 raise self._deadline_error(url, error) from error
-            raise
+            if isinstance(error, ServerError):
+                raise
+            raise self._transport_error(url, error) from error
         return _Answer(response, content, headers_at, time.perf_counter(), body)
 
     def _resend_with_length(self, response, method: str, url: str, params, body: StreamingMultipartBody):
