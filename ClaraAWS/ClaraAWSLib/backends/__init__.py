@@ -103,7 +103,7 @@ def _detect(url: str, options: Mapping[str, Any]) -> SegmentationBackend:
     try:
         aiaa.models()
         return aiaa
-    except not_this as error:
+    except NotFoundError as error:  # neither path exists; a malformed AIAA answer keeps its own sentence
         aiaa.close()
         raise MalformedResponseError(
             f"The server at {aiaa.base_url} answers neither as a MONAI Label server (/info/) nor as an AIAA server "

@@ -287,7 +287,7 @@ class MONAILabelClient:
         """``GET /info/``: models, trainers, strategies, train stats and datastore counts."""
         if self._info is None or refresh:
             answer = self._get_json("/info/", "the server information")
-            if not isinstance(answer, dict) or not isinstance(answer.get("models", {}), dict):
+            if not isinstance(answer, dict) or not isinstance(answer.get("models"), dict):
                 raise MalformedResponseError(
                     f"The server at {self._host} did not describe itself in MONAI Label form; is it a MONAI Label server?"
                 )
