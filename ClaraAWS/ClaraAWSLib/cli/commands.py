@@ -362,7 +362,7 @@ def cmd_submit(args) -> int:
 
     labels = read_image_file(args.labels)
     with _monailabel_client(args, "submit") as client:
-        values = _label_values(client, args.model)
+        values = client.label_values(args.model)
         present = {int(v) for v in np.unique(labels.array) if v != 0}
         unknown = sorted(present - set(values.values()))
         if unknown:
@@ -376,22 +376,6 @@ def cmd_submit(args) -> int:
     print(f"Saved the {args.tag} label of {args.image_id}; the datastore has {counts.get('completed')} of "
           f"{counts.get('total')} images labeled.", file=sys.stderr)
     return 0
-
-
-def _label_values(client, name: Optional[str]) -> Dict[str, int]:
-    """name -> value the labels mean: the named model's or trainer's, else the first trainer's, else the first model's."""
-    trainers = client.trainers()
-    if name:
-        if name in trainers:
-            return dict(trainers[name]["label_values"])
-        return dict(client.model(name)["label_values"])
-    for trainer in trainers.values():
-        if trainer["label_values"]:
-            return dict(trainer["label_values"])
-    for model in client.models():
-        if model["label_values"]:
-            return dict(model["label_values"])
-    raise InputError("The server names no labels for its models or trainers; name one with --model.")
 
 
 def cmd_train(args) -> int:

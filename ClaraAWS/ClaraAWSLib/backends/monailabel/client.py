@@ -313,6 +313,19 @@ class MONAILabelClient:
             trainers[str(name)] = trainer
         return trainers
 
+    def label_values(self, name: Optional[str] = None) -> Dict[str, int]:
+        """name -> value a submitted label uses: the named trainer's or model's, else the first trainer's
+        (what training reads), else the first model's."""
+        trainers = self.trainers()
+        if name:
+            if name in trainers:
+                return dict(trainers[name]["label_values"])
+            return dict(self.model(name)["label_values"])
+        for values in [t["label_values"] for t in trainers.values()] + [m["label_values"] for m in self.models()]:
+            if values:
+                return dict(values)
+        raise InputError("The server names no labels for its models or trainers; name a model whose labels to use.")
+
     def strategies(self) -> List[str]:
         return [str(name) for name in (self.info().get("strategies") or {})]
 
