@@ -415,8 +415,10 @@ def _training_outcome(status) -> int:
     if status.status == "DONE":
         print(f"Training finished: {status.summary()}.", file=sys.stderr)
         return 0
-    last = next((line for line in reversed(status.details) if line.strip()), "")
-    reason = f" Its last log line: {last.strip()[:300]}" if last and status.status == "ERROR" else ""
+    lines = [line.strip() for line in status.details if line.strip()]
+    # A traceback ends in hints ("For details ... visit"); the line naming the exception says more.
+    last = next((line for line in reversed(lines) if "Error" in line or "Exception" in line), lines[-1] if lines else "")
+    reason = f" Its log says: {last[:300]}" if last and status.status == "ERROR" else ""
     print(f"clara-aws: error: the training ended {status.status}, not DONE.{reason}", file=sys.stderr)
     return 1
 

@@ -1,6 +1,7 @@
 """The test app's trainer: a 1x1x1 convolution on the datastore's final labels, seconds per run on CPU."""
 
 import torch
+from monai.handlers import StatsHandler, from_engine
 from monai.inferers import SimpleInferer
 from monai.losses import DiceCELoss
 from monai.transforms import (
@@ -52,3 +53,10 @@ class TinyTrainer(BasicTrainTask):
 
     def val_inferer(self, context):
         return SimpleInferer()
+
+    # The base class adds TensorBoard handlers; tensorboard is left out of the pinned server venv.
+    def train_handlers(self, context):
+        return [StatsHandler(tag_name="train_loss", output_transform=from_engine(["loss"], first=True))]
+
+    def val_handlers(self, context):
+        return [StatsHandler(output_transform=lambda x: None, iteration_log=False)]
