@@ -235,6 +235,9 @@ class ClaraAWSLogic:
                 )
         entry = self._sessions.entry_for(volumeNode, scene_export.export_volume)
         arguments = {"foreground": foreground_ijk, "background": background_ijk, "current_point": current}
+        if segmentId:
+            # A multi-label model (MONAI Label deepedit) edits the label the segment is named after.
+            arguments["label"] = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
         request = self._newRequest(DEEPGROW, client, model, entry.grid, volumeNode, segmentationNode,
                                    segmentId, self._editTarget(volumeNode, segmentationNode, segmentId))
         request.volume_session = entry

@@ -34,6 +34,7 @@ class AIAABackend(AIAAClient):
 
     def run_task(self, task: str, model: Mapping[str, Any], **arguments: Any) -> AIAAResult:
         name = str(model["name"])
+        arguments.pop("label", None)  # the edited segment's name: an AIAA deepgrow model has one label anyway
         if task == AUTO_SEGMENT:
             return self.auto_segment(model, **arguments)
         if task == ANNOTATE:
