@@ -1,0 +1,84 @@
+"""MONAI Label error answers the real server gives only by accident, on a fake server on 127.0.0.1: one sentence each."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ClaraAWSLib.backends import connect
+from ClaraAWSLib.backends.monailabel import MONAILabelClient
+from ClaraAWSLib.core import errors
+from ClaraAWSLib.core.geometry import ImageGrid, Volume
+from monailabel_fakes import FakeMonaiLabel
+
+VOLUME = Volume(np.zeros((6, 8, 10), np.int16), ImageGrid((10, 8, 6), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
+
+
+@pytest.fixture
+def fake():
+    with FakeMonaiLabel() as server:
+        yield server
+
+
+def one_sentence(error: Exception) -> str:
+    text = str(error)
+    assert "\n" not in text and text.endswith(".") and "Traceback" not in text
+    return text
+
+
+def test_a_bare_500_on_a_session_that_still_exists_is_a_model_failure_not_a_second_upload(fake):
+    client = MONAILabelClient(fake.url)
+    session = client.create_session(VOLUME)
+    with pytest.raises(errors.RemoteError) as caught:
+        client.infer("seg", session=session)
+    assert "failed to run model 'seg'" in one_sentence(caught.value)
+    assert session.uploads == 1 and fake.sessions == 1  # it asked the session, found it alive, did not re-send
+
+
+def test_a_validation_422_names_the_field(fake):
+    detail = {"detail": [{"type": "missing", "loc": ["body", "file"], "msg": "Field required", "input": None}]}
+    fake.infer_answer = (422, "application/json", json.dumps(detail).encode())
+    with pytest.raises(errors.RemoteError) as caught:
+        MONAILabelClient(fake.url).infer("seg", image=VOLUME)
+    assert "HTTP 422: file: Field required" in one_sentence(caught.value)
+
+
+def test_a_running_training_429_is_one_sentence(fake):
+    fake.infer_answer = (429, "application/json", b'{"detail":"++++++++++ Train Task is Already Running"}')
+    with pytest.raises(errors.RemoteError) as caught:
+        MONAILabelClient(fake.url).start_training("seg", max_epochs=2)
+    assert "already going" in one_sentence(caught.value)
+    assert json.loads(fake.requests[-1][3]) == {"max_epochs": 2}
+
+
+def test_auth_login_sends_the_bearer_token_and_never_shows_the_password(fake):
+    fake.token, fake.password = "t0ken", "s3cret-pass"
+    with pytest.raises(errors.AuthorizationError) as caught:
+        connect(fake.url).models()
+    assert "log in" in one_sentence(caught.value)
+    with pytest.raises(errors.AuthorizationError) as caught:
+        MONAILabelClient(fake.url, username="ann", password="wrong")
+    assert "s3cret" not in str(caught.value) and "wrong" not in str(caught.value)
+    client = connect(fake.url, backend="monailabel", username="ann", password="s3cret-pass")
+    assert [m["name"] for m in client.models()] == ["seg"]
+    assert fake.requests[-1][2].get("Authorization") == "Bearer t0ken"
+
+
+def test_redirects_same_origin_followed_other_origin_refused_with_nothing_sent_there(fake):
+    with FakeMonaiLabel() as elsewhere:
+        assert MONAILabelClient(fake.url).info()["name"] == "fake"  # /info/ directly
+        fake.redirect_info_to = elsewhere.url
+        with pytest.raises(errors.RedirectError) as caught:
+            connect(fake.url, backend="monailabel").models()
+        one_sentence(caught.value)
+        assert elsewhere.requests == []
+
+
+def test_detection_says_when_a_server_is_neither(misbehaving_server):
+    with pytest.raises(errors.MalformedResponseError) as caught:
+        connect(misbehaving_server.url + "/status-404")
+    assert "neither as a MONAI Label server" in one_sentence(caught.value)
+    with pytest.raises(errors.InputError):
+        connect(misbehaving_server.url, backend="triton")
