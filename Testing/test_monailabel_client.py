@@ -16,19 +16,12 @@ import requests
 from ClaraAWSLib.backends import AUTO_SEGMENT, DEEPEDIT, DEEPGROW, connect
 from ClaraAWSLib.core import errors
 from ClaraAWSLib.core.geometry import ImageGrid, Volume
+from conftest import rotation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "monailabel" / "app"))
 import expected  # noqa: E402  the test app's oracle, plain numpy
 
 pytestmark = pytest.mark.monailabel
-
-
-def rotation(x, y, z):
-    x, y, z = np.radians([x, y, z])
-    rx = np.array([[1, 0, 0], [0, np.cos(x), -np.sin(x)], [0, np.sin(x), np.cos(x)]])
-    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-    rz = np.array([[np.cos(z), -np.sin(z), 0], [np.sin(z), np.cos(z), 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def organ_volume(size=(40, 32, 18), seed=5) -> Volume:

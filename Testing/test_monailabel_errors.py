@@ -82,3 +82,13 @@ def test_detection_says_when_a_server_is_neither(misbehaving_server):
     assert "neither as a MONAI Label server" in one_sentence(caught.value)
     with pytest.raises(errors.InputError):
         connect(misbehaving_server.url, backend="triton")
+
+
+def test_tls_is_verified_for_monailabel_too(tls_reference_server, self_signed_certificate):
+    cert, _ = self_signed_certificate
+    url = tls_reference_server.url.replace("http://", "https://")
+    with pytest.raises(errors.TLSError):
+        connect(url, backend="monailabel").models()
+    # With the CA bundle the handshake passes and the (AIAA) server's 404 for /info/ is what remains.
+    with pytest.raises(errors.NotFoundError):
+        connect(url, backend="monailabel", verify=cert).models()

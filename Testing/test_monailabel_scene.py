@@ -64,7 +64,8 @@ def test_next_sample_submit_by_name_and_train(harness, logic, monailabel_server)
     # Label every other image, so "first" picks ours.
     for other in requests.get(f"{url}/datastore/", params={"output": "all"}).json()["objects"]:
         if other != image_id:
-            client.save_label(other, Volume(np.zeros((1, 1, 1), np.uint8), stored.grid), {"spleen": 1})
+            grid = client.download_image(other).grid
+            client.save_label(other, Volume(np.zeros(grid.size[::-1], np.uint8), grid), {"spleen": 1})
     node = logic.nextSample("first")
     assert node.GetAttribute(DATASTORE_ID_ATTRIBUTE) == image_id and logic.datastoreId(node) == image_id
     fetched = export_volume(node)  # the voxels and the grid, as the node holds them

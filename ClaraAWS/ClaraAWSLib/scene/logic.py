@@ -1,4 +1,4 @@
-"""ClaraAWSLogic: volume nodes in, segmentation nodes out, through an AIAA server.
+"""ClaraAWSLogic: volume nodes in, segmentation nodes out, through a segmentation server (AIAA or MONAI Label).
 
 Each operation has three steps so a GUI can keep its thread free and drop stale answers:
 

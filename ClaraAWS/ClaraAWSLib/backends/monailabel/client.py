@@ -32,10 +32,8 @@ from ...core.geometry import ImageGrid, Volume
 from ...core.imageio import (
     EncodedImage,
     SliceLimit,
-    as_label_volume,
     decode_image,
     encode_volume,
-    max_result_voxels,
     result_byte_limit,
 )
 from ...core.multipart import CancelToken, FilePart, MultipartBody, ProgressCallback, parse_multipart
@@ -44,7 +42,9 @@ from ..aiaa.client import (
     DEFAULT_DEADLINE,
     DEFAULT_READ_TIMEOUT,
     AIAAClient,
+    AIAAResult,
     ImageInput,
+    ImageSession,
     as_encoded_image,
     check_points_inside,
     _index_points,
@@ -63,35 +63,18 @@ RESULT_PARAMS = {"result_extension": ".nrrd", "result_dtype": "uint8", "result_c
 BACKGROUND = "background"
 
 
-@dataclass
-class MONAILabelSession:
-    """A volume held by the server (``PUT /session/``), so later calls send only their parameters."""
-
-    session_id: str
-    image: EncodedImage
-    expiry: int = 0
-    uploads: int = 1
-    info: Dict[str, Any] = field(default_factory=dict)
+#: A volume held by the server (``PUT /session/``): the AIAA client's session record serves as it is.
+MONAILabelSession = ImageSession
 
 
-@dataclass
-class MONAILabelResult:
-    params: Dict[str, Any]
-    filename: Optional[str] = None
-    image_bytes: Optional[bytes] = None
-    bytes_sent: int = 0
-    timings: Dict[str, float] = field(default_factory=dict)
-    input_grid: Optional[ImageGrid] = None
-    #: Keep only this label value (as 1): a deepedit model answers every label, a click edits one.
+class MONAILabelResult(AIAAResult):
+    """An inference answer; ``only_value`` keeps one label value (as 1): a deepedit model answers every
+    label, a click edits one."""
+
     only_value: Optional[int] = None
 
     def labels(self, needed: Optional[SliceLimit] = None) -> Volume:
-        if self.image_bytes is None:
-            raise MalformedResponseError(
-                "The MONAI Label server answered without a result image; the model may not produce label images."
-            )
-        limit = max_result_voxels(self.input_grid)
-        volume = as_label_volume(decode_image(self.image_bytes, self.filename or "", needed=needed, max_voxels=limit))
+        volume = super().labels(needed)
         if self.only_value is None:
             return volume
         return Volume((volume.array == self.only_value).astype(volume.array.dtype), volume.grid)
@@ -600,6 +583,12 @@ class MONAILabelClient:
     def _get_json(self, path: str, what: str, params: Optional[Mapping[str, Any]] = None) -> Any:
         return self.wire._json(self._call("GET", path, params=params, what=what), path)
 
+    def _drop_kept_connections(self) -> None:
+        # uvicorn closes the connection after a bare 500 without saying so; a kept-alive connection reused
+        # before its close arrives fails the next request (a POST cannot be resent), so none is kept.
+        for adapter in self.wire.http.adapters.values():
+            adapter.close()
+
     def _call(self, method: str, path: str, **options: Any):
         """One request through the shared transport; MONAI Label's 401/403 and 422 get their own sentences."""
         try:
@@ -617,6 +606,8 @@ class MONAILabelClient:
                 status=error.status, details=error.details,
             ) from error
         except RemoteError as error:
+            if (error.status or 0) >= 500:
+                self._drop_kept_connections()
             if error.status == 422:
                 raise RemoteError(
                     f"The MONAI Label server refused the request to {path} as malformed (HTTP 422: {_validation_text(error)}); "
