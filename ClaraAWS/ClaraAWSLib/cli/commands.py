@@ -122,6 +122,8 @@ def _add_aws_arguments(group) -> None:
     group.add_argument("--region", help="AWS region (default: the profile's or the environment's)")
     group.add_argument("--aws-endpoint-url", metavar="URL", help="CloudFormation endpoint (VPC endpoints, local test servers)")
     group.add_argument("--alias", action="append", default=[], metavar="STACK=HOST", help="DNS alias whose certificate the stack's HTTPS load balancer presents (repeatable)")
+    group.add_argument("--output-key", action="append", default=[], metavar="KEY",
+                       help="stack output holding the server address (repeatable; default ClaraServiceUrl)")
 
 
 def _add_io_arguments(parser: argparse.ArgumentParser) -> None:
@@ -200,7 +202,8 @@ def _server_url(args) -> str:
         from ..aws import discovery as aws
 
         return aws.resolve_stack_url(
-            args.stack, profile=args.profile, region=args.region, endpoint_url=args.aws_endpoint_url, aliases=_aliases(args)
+            args.stack, profile=args.profile, region=args.region, endpoint_url=args.aws_endpoint_url, aliases=_aliases(args),
+            output_keys=args.output_key or None,
         )
     url = args.server or os.environ.get(SERVER_ENVIRONMENT_VARIABLE)
     if not url:
@@ -471,7 +474,8 @@ def cmd_discover(args) -> int:
     from ..aws import discovery as aws
 
     deployments = aws.discover(
-        profile=args.profile, region=args.region, stack_filter=args.stack, endpoint_url=args.aws_endpoint_url, aliases=_aliases(args)
+        profile=args.profile, region=args.region, stack_filter=args.stack, endpoint_url=args.aws_endpoint_url, aliases=_aliases(args),
+        output_keys=args.output_key or None,
     )
     if args.json:
         print(json.dumps([d.as_dict() for d in deployments], indent=2))
