@@ -38,9 +38,6 @@ from ...core.imageio import (
 )
 from ...core.multipart import CancelToken, FilePart, MultipartBody, ProgressCallback, parse_multipart
 from ..aiaa.client import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_DEADLINE,
-    DEFAULT_READ_TIMEOUT,
     AIAAClient,
     AIAAResult,
     ImageInput,
@@ -200,22 +197,12 @@ def normalise_model(name: str, info: Mapping[str, Any]) -> Dict[str, Any]:
 class MONAILabelClient:
     """A connection to one MONAI Label server (base URL with an optional path prefix, e.g. behind a proxy)."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        verify: Union[bool, str] = True,
-        headers: Optional[Mapping[str, str]] = None,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        read_timeout: float = DEFAULT_READ_TIMEOUT,
-        http_session=None,
-        deadline: Optional[float] = DEFAULT_DEADLINE,
-        username: Optional[str] = None,
-        password: Optional[str] = None,
-        token: Optional[str] = None,
-    ) -> None:
-        self.wire = _Wire(base_url, verify=verify, headers=headers, connect_timeout=connect_timeout,
-                          read_timeout=read_timeout, http_session=http_session, deadline=deadline)
+    def __init__(self, base_url: str, *, username: Optional[str] = None, password: Optional[str] = None,
+                 token: Optional[str] = None, **transport: Any) -> None:
+        """``transport``: the AIAA client's options (verify, headers, connect_timeout, read_timeout,
+        http_session, deadline), with the same defaults; ``username``/``password`` log in, ``token`` is a
+        bearer token already held."""
+        self.wire = _Wire(base_url, **transport)
         self.base_url = self.wire.base_url
         self._info: Optional[Dict[str, Any]] = None
         if token:
