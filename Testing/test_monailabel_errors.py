@@ -92,3 +92,15 @@ def test_tls_is_verified_for_monailabel_too(tls_reference_server, self_signed_ce
     # With the CA bundle the handshake passes and the (AIAA) server's 404 for /info/ is what remains.
     with pytest.raises(errors.NotFoundError):
         connect(url, backend="monailabel", verify=cert).models()
+
+
+def test_model_types_per_task(fake):
+    from ClaraAWSLib.backends import ANNOTATE, AUTO_SEGMENT, DEEPEDIT, DEEPGROW
+
+    backend = connect(fake.url)
+    assert backend.model_types_for(AUTO_SEGMENT) == ("segmentation",)
+    assert set(backend.model_types_for(DEEPGROW)) == {"deepgrow", "deepedit"}
+    assert backend.model_types_for(DEEPEDIT) == ("deepedit",)
+    assert backend.model_types_for(ANNOTATE) == ()
+    with pytest.raises(errors.InputError, match="no extreme-point"):
+        backend.check_model_task(backend.model("seg"), ANNOTATE)

@@ -46,6 +46,10 @@ class MONAILabelBackend(MONAILabelClient):
             )
         return model
 
+    def model_types_for(self, task: str) -> Sequence[str]:
+        """The model types that do ``task`` (none for ANNOTATE: the panel then offers no model for it)."""
+        return MODEL_TYPES.get(task, ())
+
     def endpoint_for(self, task: str, model: Mapping[str, Any]) -> str:
         return f"infer/{model.get('name')}"  # what progress text calls the step
 
