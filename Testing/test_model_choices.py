@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from ClaraAWSLib.backends.aiaa.client import ANNOTATION_TYPES, DEEPGROW_TYPES
+from ClaraAWSLib.backends.aiaa.client import AUTO_SEGMENTATION_TYPES as AUTO_SEGMENT_TYPES
 from ClaraAWSLib.panel.model_choices import (
-    ANNOTATION_TYPES,
-    AUTO_SEGMENT_TYPES,
-    DEEPGROW_TYPES,
     choose,
     deployment_label,
     model_row,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 import re
 from pathlib import Path
 
@@ -10,10 +11,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "ClaraAWS" / "ClaraAWSLib"
-CORE_RING = [
-    "errors.py", "geometry.py", "imageio.py", "multipart.py", "client.py", "aws.py", "phantom.py",
-    "cli.py", "demo.py", "preview.py", "jobs.py", "processing_state.py", "settings_store.py", "progress_text.py",
-]
 
 
 def _imports(path: Path):
@@ -42,17 +39,88 @@ def test_readme_has_the_two_set_up_commands_and_ci_runs_the_test_one():
     assert tests in (ROOT / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("name", CORE_RING)
-def test_the_core_ring_never_imports_slicer_vtk_or_qt(name):
-    path = LIB / name
-    if not path.exists():
-        pytest.skip(f"{name} not written yet")
-    assert not {"slicer", "vtk", "qt", "ctk", "boto3"} & set(_imports(path)) - ({"boto3"} if name == "aws.py" else set())
+#: Each ring and what it may import of ClaraAWSLib (itself always) and of the outside world.
+RINGS = {
+    "core": ({"core"}, set()),
+    "backends": ({"core", "backends"}, set()),
+    "aws": ({"core", "aws"}, {"boto3", "botocore"}),
+    "synthetic": ({"core", "synthetic"}, set()),
+    "server": ({"core", "server", "synthetic"}, set()),
+    "cli": ({"core", "backends", "aws", "server", "synthetic", "cli"}, set()),
+    "scene": ({"core", "backends", "scene"}, {"slicer", "vtk"}),
+    "panel": ({"core", "backends", "aws", "scene", "panel", "server", "synthetic"}, {"slicer", "vtk", "qt", "ctk"}),
+}
+OUTSIDE_OF_RINGS = {"slicer", "vtk", "qt", "ctk", "boto3", "botocore"}
 
 
-def test_the_server_package_is_core_ring_too():
-    for path in (LIB / "server").glob("*.py"):
-        assert not {"slicer", "vtk", "qt", "ctk"} & set(_imports(path)), path
+def _library_imports(path: Path):
+    """(ring of ClaraAWSLib or None, top-level module) for every import of a library file."""
+    parts = path.relative_to(LIB).parts
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.split(".")
+                yield (top[1] if top[0] == "ClaraAWSLib" and len(top) > 1 else None), top[0]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                top = (node.module or "").split(".")
+                if top[0] == "ClaraAWSLib":
+                    rings = [top[1]] if len(top) > 1 else [alias.name for alias in node.names]
+                    for ring in rings:
+                        yield ring, "ClaraAWSLib"
+                else:
+                    yield None, top[0]
+            else:
+                package = list(parts[:-1])
+                base = package[: len(package) - (node.level - 1)]
+                target = base + (node.module.split(".") if node.module else [])
+                if target:
+                    yield target[0], "ClaraAWSLib"
+                else:  # from .. import X at the package root: X is a ring or a root name
+                    for alias in node.names:
+                        yield alias.name, "ClaraAWSLib"
+
+
+@pytest.mark.parametrize("ring", sorted(RINGS))
+def test_each_ring_imports_only_inward(ring):
+    allowed_rings, allowed_outside = RINGS[ring]
+    root_names = {"__version__", "ClaraAWSLogic"}
+    problems = []
+    for path in sorted((LIB / ring).rglob("*.py")):
+        for inner, top in _library_imports(path):
+            if top == "ClaraAWSLib" and inner not in allowed_rings and inner not in root_names:
+                problems.append(f"{path.relative_to(LIB)} imports ClaraAWSLib.{inner}")
+            elif top in OUTSIDE_OF_RINGS and top not in allowed_outside:
+                problems.append(f"{path.relative_to(LIB)} imports {top}")
+    assert problems == []
+
+
+def test_only_the_panel_and_the_module_file_import_qt():
+    offenders = [path for path in _python_files() if "qt" in set(_imports(path))
+                 and not (path.is_relative_to(LIB / "panel") or path.name == "ClaraAWS.py")]
+    assert offenders == []
+
+
+def test_every_library_file_belongs_to_a_ring():
+    loose = [path.name for path in LIB.glob("*.py") if path.name != "__init__.py"]
+    assert loose == [] and {path.name for path in LIB.iterdir() if path.is_dir() and path.name != "__pycache__"} == set(RINGS)
+
+
+def test_scene_and_panel_know_only_the_backend_seam():
+    for ring in ("scene", "panel"):
+        for path in (LIB / ring).rglob("*.py"):
+            assert "backends." not in path.read_text().replace("from ..backends import", ""), path
+
+
+def test_the_import_rules_catch_a_wrong_import(tmp_path, monkeypatch):
+    # The rules above must fail on a file that breaks them (the check itself is tested, not assumed).
+    fake = tmp_path / "ClaraAWSLib"
+    (fake / "core").mkdir(parents=True)
+    (fake / "core" / "bad.py").write_text("from ..scene import logic\nimport qt\n")
+    monkeypatch.setattr(sys.modules[__name__], "LIB", fake)
+    with pytest.raises(AssertionError):
+        test_each_ring_imports_only_inward("core")
 
 
 def test_nothing_removed_in_python_3_13_or_numpy_2_is_used():

@@ -23,6 +23,9 @@ UI_FILE = MODULE_DIR / "Resources" / "UI" / "ClaraAWS.ui"
 MODULE_CMAKE = MODULE_DIR / "CMakeLists.txt"
 TOP_CMAKE = ROOT / "CMakeLists.txt"
 LIBRARY_DIR = MODULE_DIR / "ClaraAWSLib"
+#: The module file and the panel files that make up the Slicer widget (the panel ring).
+PANEL_FILES = [MODULE_FILE] + [LIBRARY_DIR / "panel" / name for name in
+                               ("widget.py", "server_section.py", "segment_section.py", "self_test.py")]
 
 #: Widgets that need the scene: the top-level qMRMLWidget must pass it on in the .ui.
 SCENE_WIDGET_CLASSES = {"qMRMLNodeComboBox", "qMRMLSegmentSelectorWidget", "qSlicerMarkupsPlaceWidget"}
@@ -39,7 +42,8 @@ def ui_tree() -> ET.Element:
 
 @pytest.fixture(scope="module")
 def module_source() -> str:
-    return MODULE_FILE.read_text(encoding="utf-8")
+    """The widget's source: the module file and the panel files, as one text."""
+    return "\n".join(path.read_text(encoding="utf-8") for path in PANEL_FILES)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +176,10 @@ def test_no_api_removed_from_current_python_or_numpy(path):
 
 
 def test_widget_module_stays_thin(module_source):
-    assert len(module_source.splitlines()) < 750
+    assert len(MODULE_FILE.read_text().splitlines()) < 750
+    assert len(MODULE_FILE.read_text().splitlines()) < 150  # the module file is the shell Slicer needs
+    for path in PANEL_FILES[1:]:
+        assert len(path.read_text().splitlines()) < 400, path
     for forbidden in ("import requests", "import SimpleITK", "from ClaraAWSLib.backends.aiaa.client", "urllib"):
         assert forbidden not in module_source
 
@@ -188,6 +195,107 @@ def test_point_lists_are_made_only_by_the_tools_and_stop_with_the_module(module_
         assert "self._stopTools()" in methods[method], f"{method} must stop the interactive tools"
     assert "self.pointTools.deactivate()" in methods["_stopTools"]
     assert "placeModeEnabled = False" in methods["_stopTools"]
+
+
+def _method_source(module_source, name):
+    return next(ast.unparse(node) for node in ast.walk(ast.parse(module_source))
+                if isinstance(node, ast.FunctionDef) and node.name == name)
+
+
+def test_a_loaded_scene_rebinds_the_panel_to_its_own_point_lists(module_source):
+    assert "slicer.mrmlScene.EndImportEvent, self.onSceneEndImport" in module_source
+    assert "self.initializeParameterNode()" in _method_source(module_source, "onSceneEndImport")
+
+
+def test_show_in_segment_editor_works_after_the_selector_went_back_to_new(module_source):
+    assert "self.logic.lastSegmentationNode" in _method_source(module_source, "onShowInSegmentEditor")
+
+
+def test_cancel_and_scene_close_stop_waiting_at_once(module_source):
+    assert "self.runner.abandon('auto')" in _method_source(module_source, "onApplyButton")
+    assert "self.runner.abandon(channel)" in _method_source(module_source, "onSceneStartClose")
+    apply = _method_source(module_source, "onApplyButton")
+    assert "arm_cancel()" in apply and apply.index("if self.autoState.busy") < apply.index("prepareAutoSegment")
+
+
+def test_boto3_install_on_old_slicer_reports_failures_and_says_it_waits(module_source):
+    helper = _method_source(module_source, "_pipInstallWithStatus")
+    assert "except Exception" in helper and "_showError" in helper and "setOverrideCursor" in helper
+    assert "answer_is_yes(slicer.util.confirmOkCancelDisplay" in _method_source(module_source, "_ensureBoto3")
+
+
+def test_gui_bindings_use_the_tag_that_slicer_58_forgets_to_return(module_source):
+    assert "connect_gui(pn, self.ui)" in module_source and ".connectGui(" not in module_source
+    assert "dontShowAgainSettingsKey" not in module_source  # consent is per server (panel/consent.py)
+
+
+EFFECT_FILE = LIBRARY_DIR / "panel" / "segment_editor_effect.py"
+#: What the Segment Editor effect calls on Slicer, each read from Slicer 5.8.1's source (file in the comment).
+SLICER_58_EFFECT_API = {
+    # qSlicerSegmentEditorAbstractEffect.h / AbstractScriptedSegmentEditorEffect.py
+    "addOptionsWidget", "addLabeledOptionsWidget", "parameterSetNode", "saveStateForUndo", "setPythonSource",
+    "perSegment", "requireSegments", "name", "self", "register",
+    # vtkMRMLSegmentEditorNode.h
+    "GetSourceVolumeNode", "GetSegmentationNode", "GetSelectedSegmentID",
+    # qSlicerMarkupsPlaceWidget.h
+    "setMRMLScene", "placeMultipleMarkups", "ForcePlaceMultipleMarkups", "setCurrentNode", "currentNode",
+    "qSlicerMarkupsPlaceWidget",
+}
+#: Methods Slicer calls on a scripted effect (qSlicerSegmentEditorScriptedEffect.cxx, 5.8.1).
+SLICER_EFFECT_HOOKS = {"clone", "icon", "helpText", "setupOptionsFrame", "createCursor", "activate", "deactivate",
+                       "updateGUIFromMRML"}
+
+
+def test_the_segment_editor_effect_uses_only_slicer_58_api_and_no_protocol_code():
+    source = EFFECT_FILE.read_text()
+    tree = ast.parse(source)
+    called = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+              and isinstance(node.value, ast.Attribute) and node.value.attr in ("scriptedEffect", "slicer")}
+    called |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+               and isinstance(node.value, ast.Name) and node.value.id in ("parameters", "widget")}
+    slicer_names = {"modules", "util", "mrmlScene", "qSlicerMarkupsPlaceWidget"}
+    assert called - SLICER_58_EFFECT_API - slicer_names - {"setCurrentNode", "enabled"} == set()
+    effect_class = next(node for node in tree.body if isinstance(node, ast.ClassDef))
+    assert effect_class.name == "SegmentEditorEffect"  # the name Slicer's scripted effect looks for
+    methods = {node.name for node in effect_class.body if isinstance(node, ast.FunctionDef)}
+    assert {"clone", "setupOptionsFrame", "activate", "deactivate", "updateGUIFromMRML"} <= methods
+    assert not methods & {"apply", "onApply"} - SLICER_EFFECT_HOOKS
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    for name in imported:  # thin: the panel and the logic do the work, no protocol or geometry here
+        assert not name.startswith(("requests", "SimpleITK", "numpy", "ClaraAWSLib.backends", "ClaraAWSLib.core")), name
+    module = MODULE_FILE.read_text()
+    assert '"startupCompleted()", self.registerEditorEffect' in module and "segment_editor_effect.py" in module
+
+
+SETTINGS_PAGE = LIBRARY_DIR / "panel" / "settings_page.py"
+#: What the settings page calls, read from Slicer 5.8.1's DICOM settings panel (Modules/Scripted/DICOM/DICOM.py)
+#: and CTK's ctkSettingsPanel/ctkPathLineEdit headers as bundled with it.
+SLICER_58_SETTINGS_API = {"ctkSettingsPanel", "registerProperty", "ctkCollapsibleGroupBox", "ctkPathLineEdit",
+                          "SIGNAL", "Files"}
+
+
+def test_the_settings_page_follows_slicers_settings_panel_conventions():
+    source = SETTINGS_PAGE.read_text()
+    tree = ast.parse(source)
+    ctk_names = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                 and isinstance(node.value, ast.Name) and node.value.id == "ctk"}
+    assert ctk_names <= SLICER_58_SETTINGS_API
+    assert "class ClaraAWSSettingsPanel(ctk.ctkSettingsPanel)" in source
+    keys = set(re.findall(r"settings_store\.(KEY_[A-Z_]+)", source))
+    from ClaraAWSLib.panel import settings_store
+
+    assert keys and all(hasattr(settings_store, key) for key in keys)  # the panel reads the same keys
+    assert "password" not in source.lower() and "token" not in source.lower()  # never credentials
+    module = MODULE_FILE.read_text()
+    assert 'slicer.app.settingsDialog().addPanel("ClaraAWS", self.settingsPanel)' in module
+    assert "noMainWindow" in module
+
+
+def test_re_editing_saved_points_and_the_every_click_switch_are_wired(module_source):
+    assert "self.logic.pointsOfSegment(" in _method_source(module_source, "onLoadSavedPoints")
+    assert "update_on_every_click(self.settings)" in _method_source(module_source, "onDeepgrowPoint")
+    assert "surface_after_import(self.settings)" in _method_source(module_source, "runEditRequest")
 
 
 # --- packaging -----------------------------------------------------------------------------

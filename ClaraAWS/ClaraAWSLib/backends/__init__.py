@@ -8,7 +8,17 @@ known only inside its package here; ``connect`` picks it.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, runtime_checkable
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+    runtime_checkable,
+)
 
 #: The tasks a backend runs; the scene logic names requests by them too.
 AUTO_SEGMENT = "autoSegment"
@@ -40,6 +50,8 @@ class SegmentationBackend(Protocol):
     def models(self) -> List[Dict[str, Any]]: ...
 
     def check_model_task(self, model: Mapping[str, Any], task: str) -> Mapping[str, Any]: ...
+
+    def model_types_for(self, task: str) -> Sequence[str]: ...
 
     def endpoint_for(self, task: str, model: Mapping[str, Any]) -> str: ...
 

@@ -119,6 +119,22 @@ class JobRunner:
         job.cancel()
         return True
 
+    def abandon(self, channel: str) -> bool:
+        """Cancel and stop waiting for the job of ``channel``: ``on_cancelled`` runs now, on this (GUI) thread.
+
+        A worker blocked in a long server wait may report much later; what it reports is dropped, so
+        the panel is idle at once and a late answer never reaches the scene.
+        """
+        job = self._current.get(channel)
+        if job is None or job.finished or job.superseded:
+            return False
+        job.superseded = True
+        job.cancel()
+        del self._current[channel]
+        if job.handlers.on_cancelled is not None:
+            job.handlers.on_cancelled()
+        return True
+
     def cancel_all(self) -> None:
         for job in list(self._live.values()):
             job.cancel()

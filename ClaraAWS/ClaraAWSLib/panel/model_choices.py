@@ -8,10 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
-# The panel offers models by the same task rules the client enforces (re-exported for the widget).
-from ..backends.aiaa.client import ANNOTATION_TYPES, DEEPGROW_TYPES  # noqa: F401
-from ..backends.aiaa.client import AUTO_SEGMENTATION_TYPES as AUTO_SEGMENT_TYPES  # noqa: F401
-
 MAX_LABELS_SHOWN = 6
 
 

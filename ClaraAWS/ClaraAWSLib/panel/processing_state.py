@@ -94,6 +94,7 @@ class ProcessingStateMachine:
 
     def __init__(self, on_change: Optional[Callable[[ProcessingState, ProcessingState], None]] = None) -> None:
         self._state = S.IDLE
+        self._cancel_armed = False
         self._listeners: List[Callable[[ProcessingState, ProcessingState], None]] = []
         if on_change is not None:
             self._listeners.append(on_change)
@@ -120,7 +121,9 @@ class ProcessingStateMachine:
             listener(previous, target)
 
     # Named steps read better at the call sites than bare transitions.
-    def start(self) -> None:
+    def start(self, cancel_armed: bool = True) -> None:
+        """Running; with ``cancel_armed=False`` clicks count as Cancel only after :meth:`arm_cancel`."""
+        self._cancel_armed = cancel_armed
         self.transition(S.RUNNING)
 
     def result_arrived(self) -> None:
@@ -132,9 +135,17 @@ class ProcessingStateMachine:
     def fail(self) -> None:
         self.transition(S.FAILED)
 
+    def arm_cancel(self) -> None:
+        """From now on a click on the button means Cancel (call after the clicks queued while starting are gone)."""
+        self._cancel_armed = True
+
     def request_cancel(self) -> bool:
-        """Ask to cancel; returns False (and changes nothing) when there is nothing to cancel."""
-        if not self.can(S.CANCELLING):
+        """Ask to cancel; returns False (and changes nothing) when there is nothing to cancel.
+
+        While a run is starting and not yet armed, a click is one the user made on "Auto-segment" (a double
+        click, queued behind the blocking export): it is ignored instead of cancelling the run.
+        """
+        if not self.can(S.CANCELLING) or not self._cancel_armed:
             return False
         self.transition(S.CANCELLING)
         return True
@@ -199,3 +210,36 @@ def extreme_points_text(count: int) -> str:
     if count < MIN_EXTREME_POINTS:
         return f"{count} of {MIN_EXTREME_POINTS} extreme points placed."
     return f"{count} extreme points placed: ready to annotate."
+
+
+@dataclass(frozen=True)
+class BarSettings:
+    """How the progress bar and its label show a progress view."""
+
+    minimum: int
+    maximum: int
+    value: int
+    bar_text: str
+    label_text: str
+
+
+def bar_settings(text: str, value: int, maximum: int) -> BarSettings:
+    """A bar of unknown length (0..0) draws no text in Qt, so its text goes into the label beside it."""
+    if maximum <= 0:
+        return BarSettings(0, 0, 0, "", text)
+    return BarSettings(0, maximum, min(max(value, 0), maximum), text, "")
+
+
+class ConnectTickets:
+    """Numbers connect attempts so that only the newest one's answer is used (Enter and Connect, twice)."""
+
+    def __init__(self) -> None:
+        self._latest = 0
+
+    def begin(self) -> int:
+        self._latest += 1
+        return self._latest
+
+    def is_current(self, ticket: int) -> bool:
+        return ticket == self._latest
+

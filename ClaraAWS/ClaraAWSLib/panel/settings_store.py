@@ -31,6 +31,10 @@ KEY_STACK_ALIASES = PREFIX + "stackAliases"
 #: pressed button there, a non-zero number, when "Don't show again" is ticked).
 KEY_DONT_ASK_BEFORE_UPLOAD = PREFIX + "dontAskBeforeUpload"
 
+KEY_SURFACE_AFTER_IMPORT = PREFIX + "surfaceAfterImport"
+KEY_UPDATE_ON_EVERY_CLICK = PREFIX + "updateOnEveryClick"
+KEY_DEFAULT_MODEL = PREFIX + "defaultModel/"  # + task name
+
 MAX_URL_HISTORY = 10
 
 
@@ -229,3 +233,25 @@ def upload_consent_remembered(store: SettingsStore) -> bool:
 
 def forget_upload_consent(store: SettingsStore) -> None:
     store.setValue(KEY_DONT_ASK_BEFORE_UPLOAD, 0)
+
+
+# --- panel preferences (the Application Settings page edits them) --------------------------
+def forget_url(store: SettingsStore, url: str) -> List[str]:
+    """Drop one address from the server history; returns the history left."""
+    wanted = normalize_server_url(url)
+    history = [item for item in url_history(store) if item != wanted]
+    store.setValue(KEY_URL_HISTORY, json.dumps(history))
+    return history
+
+
+def surface_after_import(store: SettingsStore) -> bool:
+    return _as_bool(store.value(KEY_SURFACE_AFTER_IMPORT, None), False)
+
+
+def update_on_every_click(store: SettingsStore) -> bool:
+    return _as_bool(store.value(KEY_UPDATE_ON_EVERY_CLICK, None), True)
+
+
+def default_model(store: SettingsStore, task: str) -> str:
+    return _as_text(store.value(KEY_DEFAULT_MODEL + task, "")).strip()
+

@@ -19,7 +19,6 @@ from vtk.util import numpy_support
 from ..core.errors import GeometryError
 
 BINARY_LABELMAP = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
-CLOSED_SURFACE = slicer.vtkSegmentationConverter.GetSegmentationClosedSurfaceRepresentationName()
 
 Box = Tuple[int, int, int, int, int, int]
 EMPTY_BOX: Box = (0, -1, 0, -1, 0, -1)
@@ -38,14 +37,10 @@ def vtk_matrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
     return matrix
 
 
-def numpy_matrix(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
-    return np.array([[matrix.GetElement(row, column) for column in range(4)] for row in range(4)])
-
-
 def image_to_frame(image) -> np.ndarray:
     matrix = vtk.vtkMatrix4x4()
     image.GetImageToWorldMatrix(matrix)
-    return numpy_matrix(matrix)
+    return np.array([[matrix.GetElement(row, column) for column in range(4)] for row in range(4)])
 
 
 def box_is_empty(box: Sequence[int]) -> bool:

@@ -91,6 +91,8 @@ class ClaraAWSLogic:
         #: Editor's undo state there, so Ctrl+Z undoes the AI edit like any stroke).
         self.beforeSegmentWrite: Optional[Callable[[Any], None]] = None
         self.lastUndoSummary = ""
+        #: Build the 3D (closed surface) representation after an import, as MONAI Label's plugin offers.
+        self.createSurfaceAfterImport = False
         self._observations: List[int] = []
         self._observeScene()
 
@@ -100,6 +102,11 @@ class ClaraAWSLogic:
 
         ``backend`` "aiaa" or "monailabel" names the protocol, "auto" (default) asks the server.
         """
+        client, models = self.openServer(serverUrl, backend=backend, **clientOptions)
+        return self.useServer(client, models)
+
+    def openServer(self, serverUrl: str, *, backend: str = "auto", **clientOptions: Any):
+        """Make a client for the server and list its models, changing nothing (any thread); returns both."""
         factory = self._clientFactory
         if factory is None:
             from ..backends import connect as factory
@@ -113,11 +120,15 @@ class ClaraAWSLogic:
         except Exception:
             client.close()
             raise
-        self._sessions.close_all()  # sessions belong to the previous server
-        if self.client is not None:
+        return client, models
+
+    def useServer(self, client, models: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """Make an opened server the current one (GUI thread): sessions of the previous one are closed."""
+        self._sessions.close_all()
+        if self.client is not None and self.client is not client:
             self.client.close()
-        self.client, self.models = client, models
-        return models
+        self.client, self.models = client, list(models)
+        return self.models
 
     def refreshModels(self) -> List[Dict[str, Any]]:
         self.models = self._requireClient().models()
@@ -286,6 +297,8 @@ class ClaraAWSLogic:
         else:
             result = self._applyEdit(request, volumeNode, segmentationNode)
         request.applied, request.applied_result = True, result
+        if self.createSurfaceAfterImport and self.lastSegmentationNode is not None:
+            self.lastSegmentationNode.CreateClosedSurfaceRepresentation()
         request.timings["import"] = time.perf_counter() - started
         self.lastTimings = dict(request.timings)
         return result

@@ -117,11 +117,6 @@ class WriteOutcome:
     separation: Optional[LayerChange] = None  # the target's voxels Slicer cleared from the old shared layer
 
 
-def segment_layer(segmentation_node, segment_id: str):
-    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
-    return None if segment is None else segment.GetRepresentation(BINARY_LABELMAP)
-
-
 def reference_lattice(segmentation_node, fallback: np.ndarray) -> np.ndarray:
     """The segmentation's reference geometry (what Segment Editor paints on), else ``fallback``."""
     name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()

@@ -214,7 +214,11 @@ def serve_forever_cli(
     except (OSError, OverflowError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise ListenError(f"Cannot listen on {host}:{port} ({reason}); choose another --port or --host.") from None
-    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        # SIGINT too: a shell that starts the server in the background ignores SIGINT, and Python then
+        # never raises KeyboardInterrupt; the server must still stop (and clean up) on Ctrl-C or kill -INT.
+        previous = {number: signal.signal(number, _interrupt) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
         print(f"ClaraAWS reference AIAA server listening on {server.url}  (health check: {server.url}/docs/)", file=out)
         print("Models (classical CPU algorithms, not trained networks):", file=out)
@@ -227,8 +231,8 @@ def serve_forever_cli(
         print("\nStopping.", file=out, flush=True)
     finally:
         server.stop()  # removes the temp folder with any uploaded voxels
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     return 0
 
 

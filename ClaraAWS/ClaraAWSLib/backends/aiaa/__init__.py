@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .. import ANNOTATE, AUTO_SEGMENT, DEEPGROW, TASK_OF_KIND
-from .client import AIAAClient, AIAAResult, check_model_task
+from .client import MODEL_TYPES_FOR_TASK, AIAAClient, AIAAResult, check_model_task
 
 __all__ = ["AIAABackend", "AIAAClient", "AIAAResult"]
 
@@ -24,6 +24,9 @@ class AIAABackend(AIAAClient):
 
     def check_model_task(self, model: Mapping[str, Any], task: str) -> Mapping[str, Any]:
         return check_model_task(model, TASK_OF_KIND.get(task, task))
+
+    def model_types_for(self, task: str) -> Sequence[str]:
+        return MODEL_TYPES_FOR_TASK[TASK_OF_KIND.get(task, task)]
 
     def endpoint_for(self, task: str, model: Mapping[str, Any]) -> str:
         if task == AUTO_SEGMENT:

@@ -50,8 +50,22 @@ from ...core.imageio import (
     read_image_file,
     result_byte_limit,
 )
-from ...core.multipart import CancelToken, FilePart, MultipartBody, ProgressCallback, parse_multipart
-from ..transport import Deadline, DeadlineAdapter, answers_tls, origin, origin_text, positive_seconds, without_userinfo
+from ...core.multipart import (
+    CancelToken,
+    FilePart,
+    MultipartBody,
+    ProgressCallback,
+    parse_multipart,
+)
+from ..transport import (
+    Deadline,
+    DeadlineAdapter,
+    answers_tls,
+    origin,
+    origin_text,
+    positive_seconds,
+    without_userinfo,
+)
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Inference on a large CT can take minutes without a byte on the wire.

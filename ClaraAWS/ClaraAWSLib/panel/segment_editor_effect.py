@@ -1,0 +1,165 @@
+"""The ClaraAWS effect of the Segment Editor (Effects → ClaraAWS), loaded by Slicer from this file's path.
+
+Auto-segmentation, extreme points and deepgrow clicks on the selected segment, from inside the Segment
+Editor. It is thin on purpose: requests go through the ClaraAWS panel (consent, background jobs) and its
+scene logic (the write rule, the editor's masking, overwrite and undo). Connecting and discovery stay in
+the module: a button opens it.
+"""
+
+import os
+
+import qt
+import slicer
+from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
+
+EFFECT_NAME = "ClaraAWS"
+TOOLS = (("autoModelCombo", "autoSegment", "Auto-segment model:"),
+         ("annotationModelCombo", "annotate", "Extreme-points model:"),
+         ("deepgrowModelCombo", "deepgrow", "Deepgrow model:"))
+
+
+class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
+    def __init__(self, scriptedEffect):
+        scriptedEffect.name = EFFECT_NAME
+        scriptedEffect.perSegment = True  # it changes the selected segment
+        scriptedEffect.requireSegments = True
+        AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
+
+    def clone(self):
+        import qSlicerSegmentationsEditorEffectsPythonQt as effects
+
+        cloned = effects.qSlicerSegmentEditorScriptedEffect(None)
+        cloned.setPythonSource(__file__.replace("\\", "/"))
+        return cloned
+
+    def icon(self):
+        path = os.path.join(os.path.dirname(__file__), "..", "..", "Resources", "Icons", "ClaraAWS.png")
+        return qt.QIcon(path) if os.path.exists(path) else qt.QIcon()
+
+    def helpText(self):
+        return ("<html>AI segmentation on a ClaraAWS server (connect in the ClaraAWS module).<br>"
+                "<b>Auto-segment</b> fills the model's segments; <b>Extreme points</b>: place 6 or more points around "
+                "the structure and click Annotate; <b>Deepgrow</b>: each inside/outside click updates the selected "
+                "segment. Ctrl+Z undoes an AI edit like any stroke; masking and overwrite settings apply.</html>")
+
+    # --- options ------------------------------------------------------------------------------------
+    def setupOptionsFrame(self):
+        self.serverLabel = qt.QLabel()
+        self.scriptedEffect.addLabeledOptionsWidget("Server:", self.serverLabel)
+        self.openModuleButton = qt.QPushButton("Connect or discover servers…")
+        self.openModuleButton.connect("clicked()", lambda: slicer.util.selectModule("ClaraAWS"))
+        self.scriptedEffect.addOptionsWidget(self.openModuleButton)
+        for attribute, _task, label in TOOLS:
+            combo = qt.QComboBox()
+            setattr(self, attribute, combo)
+            self.scriptedEffect.addLabeledOptionsWidget(label, combo)
+        self.autoSegmentButton = qt.QPushButton("Auto-segment")
+        self.autoSegmentButton.connect("clicked()", self.onAutoSegment)
+        self.scriptedEffect.addOptionsWidget(self.autoSegmentButton)
+        self.extremeToolButton = qt.QRadioButton("Extreme points")
+        self.deepgrowToolButton = qt.QRadioButton("Deepgrow clicks")
+        self.extremeToolButton.checked = True
+        for button in (self.extremeToolButton, self.deepgrowToolButton):
+            button.connect("toggled(bool)", lambda checked: self._startTool() if checked else None)
+            self.scriptedEffect.addOptionsWidget(button)
+        self.extremePointsPlaceWidget = self._placeWidget()
+        self.scriptedEffect.addLabeledOptionsWidget("Extreme points:", self.extremePointsPlaceWidget)
+        self.annotateButton = qt.QPushButton("Annotate")
+        self.annotateButton.connect("clicked()", self.onAnnotate)
+        self.scriptedEffect.addOptionsWidget(self.annotateButton)
+        self.foregroundPlaceWidget = self._placeWidget()
+        self.scriptedEffect.addLabeledOptionsWidget("Inside clicks:", self.foregroundPlaceWidget)
+        self.backgroundPlaceWidget = self._placeWidget()
+        self.scriptedEffect.addLabeledOptionsWidget("Outside clicks:", self.backgroundPlaceWidget)
+        self.statusLabel = qt.QLabel()
+        self.statusLabel.wordWrap = True
+        self.scriptedEffect.addOptionsWidget(self.statusLabel)
+
+    @staticmethod
+    def _placeWidget():
+        widget = slicer.qSlicerMarkupsPlaceWidget()
+        widget.setMRMLScene(slicer.mrmlScene)
+        widget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups
+        return widget
+
+    def createCursor(self, widget):
+        return slicer.util.mainWindow().cursor  # points are placed with the markups tools, not painted
+
+    # --- the panel and its logic ------------------------------------------------------------------------
+    @staticmethod
+    def _panel():
+        return slicer.modules.claraaws.widgetRepresentation().self()
+
+    def activate(self):
+        self._startTool()
+        self.updateGUIFromMRML()
+
+    def _startTool(self):
+        """One point tool at a time, through the panel's ToolPointLists (never the place toolbar's target)."""
+        tool = "extreme" if self.extremeToolButton.checked else "deepgrow"
+        nodes = self._panel().pointTools.activate(tool, self._onPoint)
+        widgets = [self.extremePointsPlaceWidget] if tool == "extreme" else [self.foregroundPlaceWidget,
+                                                                             self.backgroundPlaceWidget]
+        for widget, node in zip(widgets, nodes):
+            widget.setCurrentNode(node)
+        self.extremePointsPlaceWidget.enabled = tool == "extreme"
+        self.foregroundPlaceWidget.enabled = self.backgroundPlaceWidget.enabled = tool == "deepgrow"
+
+    def deactivate(self):
+        self._panel().pointTools.deactivate()
+
+    def updateGUIFromMRML(self):
+        panel = self._panel()
+        connected = panel.logic.client is not None
+        self.serverLabel.text = panel.connectedUrl() if connected else "not connected"
+        for attribute, task, _label in TOOLS:
+            combo = getattr(self, attribute)
+            names = panel.modelNamesFor(task)
+            if [combo.itemText(index) for index in range(combo.count)] != names:
+                combo.clear()
+                combo.addItems(names)
+        for button in (self.autoSegmentButton, self.annotateButton):
+            button.enabled = connected
+
+    def _targets(self):
+        parameters = self.scriptedEffect.parameterSetNode()
+        return parameters.GetSourceVolumeNode(), parameters.GetSegmentationNode(), parameters.GetSelectedSegmentID()
+
+    def _report(self, text):
+        self.statusLabel.text = text
+
+    def onAutoSegment(self):
+        volume, segmentation, _segment = self._targets()
+        logic = self._panel().logic
+        self._panel().runEditRequest(
+            "auto-effect", lambda: logic.prepareAutoSegment(volume, self.autoModelCombo.currentText, segmentation),
+            "Auto-segmentation failed.", "segmentation", self._report)
+
+    def onAnnotate(self):
+        from ClaraAWSLib.scene.point_lists import points_world
+
+        volume, segmentation, segment = self._targets()
+        points = points_world(self.extremePointsPlaceWidget.currentNode())
+        logic = self._panel().logic
+        self._panel().runEditRequest(
+            "annotate", lambda: logic.prepareAnnotate(volume, segmentation, segment, self.annotationModelCombo.currentText,
+                                                      points),
+            "Annotation failed.", "dextr3d", self._report)
+
+    def _onPoint(self, role, node):
+        if role not in ("foregroundPoints", "backgroundPoints"):
+            return
+        from ClaraAWSLib.scene.point_lists import points_world
+
+        volume, segmentation, segment = self._targets()
+        foreground = points_world(self.foregroundPlaceWidget.currentNode())
+        background = points_world(self.backgroundPlaceWidget.currentNode())
+        clicked = points_world(node)[-1:] or [None]
+        if not foreground:
+            self._report("Click inside the structure first.")
+            return
+        logic = self._panel().logic
+        self._panel().runEditRequest(
+            "deepgrow", lambda: logic.prepareDeepgrow(volume, segmentation, segment, self.deepgrowModelCombo.currentText,
+                                                      foreground, background, clicked[0]),
+            "Deepgrow failed.", "deepgrow", self._report)
