@@ -49,6 +49,11 @@ class _FakeHandler(_QuietHandler):
             self.answer(200, json.dumps({"session_id": f"s{owner.sessions}", "session_info": {}}).encode(), "application/json")
         elif url.path.startswith("/session/"):
             self.answer(200, b'{"name":"s1"}', "application/json")  # the session exists
+        elif url.path in ("/datastore/image", "/datastore/label") and self.command == "PUT":
+            image = parse_qs(url.query).get("image", [""])[0]
+            self.answer(200, json.dumps({"image": image, "label": image}).encode(), "application/json")
+        elif url.path == "/datastore/":
+            self.answer(200, b'{"total":1,"completed":1,"label_tags":{"final":1}}', "application/json")
         elif url.path.startswith("/infer/") or url.path.startswith("/train/"):
             status, content_type, answer = owner.infer_answer
             self.answer(status, answer, content_type)

@@ -104,3 +104,33 @@ def test_model_types_per_task(fake):
     assert backend.model_types_for(ANNOTATE) == ()
     with pytest.raises(errors.InputError, match="no extreme-point"):
         backend.check_model_task(backend.model("seg"), ANNOTATE)
+
+
+def test_uploads_carry_generated_names_progress_and_cancel(fake):
+    import re
+    import threading
+
+    client = MONAILabelClient(fake.url)
+    seen = []
+    session = client.create_session(VOLUME, progress=lambda sent, total: seen.append((sent, total)))
+    assert seen and seen[-1][0] == seen[-1][1] and [s for s, _ in seen] == sorted(s for s, _ in seen)
+    client.upload_image(VOLUME)
+    client.save_label("x", VOLUME, {"spleen": 1})
+    names = [re.findall(rb'filename="([^"]*)"', body) for _, path, _, body in fake.requests if body]
+    names = [name for found in names for name in found]
+    assert len(names) == 3 and all(re.fullmatch(rb"volume-[0-9a-f]{12}\.nii\.gz", name) for name in names)
+    cancel = threading.Event()
+    cancel.set()
+    before = len(fake.requests)
+    with pytest.raises(errors.CancelledError):
+        client.infer("seg", session=session, cancel=cancel)
+    assert len(fake.requests) == before  # nothing was sent
+
+
+def test_cli_discover_takes_output_keys(monkeypatch):
+    from ClaraAWSLib.cli.commands import build_parser
+
+    args = build_parser().parse_args(["discover", "--output-key", "MonaiLabelUrl", "--output-key", "ClaraServiceUrl"])
+    assert args.output_key == ["MonaiLabelUrl", "ClaraServiceUrl"]
+    args = build_parser().parse_args(["models", "--stack", "s", "--output-key", "MonaiLabelUrl", "--backend", "monailabel"])
+    assert args.output_key == ["MonaiLabelUrl"] and args.backend == "monailabel"
