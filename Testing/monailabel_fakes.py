@@ -41,7 +41,7 @@ class _FakeHandler(_QuietHandler):
             if owner.redirect_info_to:
                 self.answer(307, b"", "text/plain", {"Location": owner.redirect_info_to + "/info/"})
             else:
-                self.answer(200, json.dumps(INFO).encode(), "application/json")
+                self.answer(200, json.dumps(owner.info).encode(), "application/json")
         elif url.path == "/info":  # FastAPI's own trailing-slash redirect
             self.answer(307, b"", "text/plain", {"Location": "/info/"})
         elif url.path == "/session/" and self.command == "PUT":
@@ -71,4 +71,5 @@ class FakeMonaiLabel(LoopbackServer):
         self.password = ""
         self.redirect_info_to: Optional[str] = None
         self.sessions = 0
+        self.info = json.loads(json.dumps(INFO))  # a test's own copy to change
         self.infer_answer: Tuple[int, str, bytes] = (500, "text/plain; charset=utf-8", b"Internal Server Error")

@@ -134,3 +134,16 @@ def test_cli_discover_takes_output_keys(monkeypatch):
     assert args.output_key == ["MonaiLabelUrl", "ClaraServiceUrl"]
     args = build_parser().parse_args(["models", "--stack", "s", "--output-key", "MonaiLabelUrl", "--backend", "monailabel"])
     assert args.output_key == ["MonaiLabelUrl"] and args.backend == "monailabel"
+
+
+def test_a_running_training_reports_its_own_epoch_not_the_previous_runs(fake):
+    fake.info["train_stats"] = {"seg": {"epoch": 10, "total_epochs": 10, "best_metric": 0.9}}  # the last run's
+    task = {"id": "t", "status": "RUNNING", "request": {"model": "seg", "max_epochs": 5},
+            "details": ["... Epoch[2] Complete. Time taken: 00:00:01", "... Epoch[3] Complete. Time taken: 00:00:01"]}
+    fake.infer_answer = (200, "application/json", json.dumps(task).encode())
+    status = MONAILabelClient(fake.url).training_status()
+    assert (status.status, status.epoch, status.total_epochs, status.best_metric) == ("RUNNING", 3, 5, None)
+    assert status.summary() == "RUNNING, epoch 3 of 5"
+    fake.infer_answer = (200, "application/json", json.dumps(dict(task, status="DONE")).encode())
+    done = MONAILabelClient(fake.url).training_status()
+    assert (done.epoch, done.total_epochs, done.best_metric) == (10, 10, 0.9)

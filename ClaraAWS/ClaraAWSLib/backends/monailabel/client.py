@@ -10,6 +10,7 @@ Error`` answers into one sentence that says what most likely went wrong.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ MAX_IMAGE_BYTES = 8 << 30
 #: What the server says for most failures, with no hint of which.
 BARE_500 = "Internal Server Error"
 TRAIN_STATUSES = ("SUBMITTED", "RUNNING", "DONE", "ERROR", "STOPPED")
+_EPOCH_LINE = re.compile(r"Epoch\[(\d+)\] Complete")
 #: Ask for small results: uint8 NRRD, gzip-compressed by the server (x49 smaller on a 96x96x64 mask).
 RESULT_PARAMS = {"result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": True}
 BACKGROUND = "background"
@@ -526,13 +528,17 @@ class MONAILabelClient:
         model = str(request.get("model") or "")
         details = [str(line) for line in (task.get("details") or [])][-20:]
         result = TrainingStatus(status, model=model, details=details, task_id=str(task.get("id") or ""))
+        result.total_epochs = _int_or_none(request.get("max_epochs"))
         stats = (self.info().get("train_stats") or {}).get(model) or {}
-        if isinstance(stats, dict) and stats:
+        if result.finished and isinstance(stats, dict) and stats:
             result.epoch = _int_or_none(stats.get("epoch"))
-            result.total_epochs = _int_or_none(stats.get("total_epochs"))
+            result.total_epochs = _int_or_none(stats.get("total_epochs")) or result.total_epochs
             result.best_metric = _float_or_none(stats.get("best_metric"))
-        if result.total_epochs is None:
-            result.total_epochs = _int_or_none(request.get("max_epochs"))
+        else:
+            # While a run goes on, /info/'s train_stats may still be the previous run's: the epoch comes from
+            # this run's own log lines (ignite's "Epoch[n] Complete"), the best metric once it ends.
+            epochs = [int(m) for line in details for m in _EPOCH_LINE.findall(line)]
+            result.epoch = max(epochs) if epochs else None
         if status not in TRAIN_STATUSES:
             raise MalformedResponseError(f"The server reports the training status {status!r}, which MONAI Label does not use.")
         return result
