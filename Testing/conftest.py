@@ -145,3 +145,15 @@ def stub():
 
     with OddAIAAServer() as odd_server:
         yield odd_server
+
+
+@pytest.fixture(scope="session")
+def monailabel_server(tmp_path_factory):
+    """The real MONAI Label server with the test app, once per test run (skips, or fails under CI, without it)."""
+    from monailabel_server import MonaiLabelServer, require_server_python
+
+    server = MonaiLabelServer(require_server_python(), tmp_path_factory.mktemp("monailabel")).start()
+    try:
+        yield server
+    finally:
+        server.stop()

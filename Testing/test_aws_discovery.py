@@ -480,3 +480,21 @@ def test_module_imports_and_reports_without_boto3():
         [sys.executable, "-c", script], cwd=library, capture_output=True, text=True, timeout=60, check=True
     )
     assert "boto3" in result.stdout and "pip install boto3" in result.stdout
+
+
+def test_output_keys_are_a_setting_with_the_same_scheme_and_duplicate_rules(moto_endpoint, aws_env):
+    cfn = cloudformation(moto_endpoint)
+    create_stack(cfn, "clara-prod", "clara-root", UseHTTPS="HTTPS", LoadBalancerDnsName=PROD_ELB)
+    create_stack(cfn, "monai", "monailabel", UseHTTPS="HTTP", LoadBalancerDnsName="monai-9.us-east-1.elb.amazonaws.com")
+    create_stack(cfn, "monai-copy", "monailabel", UseHTTPS="HTTP", LoadBalancerDnsName="monai-9.us-east-1.elb.amazonaws.com")
+    assert set(by_name(aws.discover(region="us-east-1", endpoint_url=moto_endpoint))) == {"clara-prod"}
+    found = by_name(aws.discover(region="us-east-1", endpoint_url=moto_endpoint, output_keys=["MonaiLabelUrl"]))
+    assert list(found) == ["monai"]  # the same address twice is one deployment, the older stack
+    assert found["monai"].url == "http://monai-9.us-east-1.elb.amazonaws.com"
+    both = aws.discover(region="us-east-1", endpoint_url=moto_endpoint, output_keys=["ClaraServiceUrl", "MonaiLabelUrl"])
+    assert {d.stack_name for d in both} == {"clara-prod", "monai"}
+    assert aws.resolve_stack_url("monai", region="us-east-1", endpoint_url=moto_endpoint, output_keys=["MonaiLabelUrl"]).startswith("http://monai-9")
+    with pytest.raises(DiscoveryError, match="none of the outputs NoSuchKey"):
+        aws.resolve_stack_url("monai", region="us-east-1", endpoint_url=moto_endpoint, output_keys=["NoSuchKey"])
+    with pytest.raises(InputError, match="not a CloudFormation output key"):
+        aws.discover(region="us-east-1", endpoint_url=moto_endpoint, output_keys=["bad key!"])

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
 
 from .errors import (  # noqa: F401  (re-exported: callers catch them as aws.XxxError)
@@ -42,6 +42,7 @@ from .stacks import (  # noqa: F401  (re-exported)
     USABLE_STATES,
     Deployment,
     checked_aliases,
+    checked_output_keys,
     deployments_from_stacks,
     name_matches,
     normalise_alias,
@@ -145,24 +146,29 @@ def discover_with_client(
     stack_filter: Optional[str] = None,
     aliases: Optional[Mapping[str, str]] = None,
     profile: Optional[str] = None,
+    output_keys: Optional[Sequence[str]] = None,
 ) -> list[Deployment]:
     """Like :func:`discover`, with a CloudFormation client made by the caller (tests, custom sessions)."""
     alias_hosts = checked_aliases(aliases)
+    keys = checked_output_keys(output_keys)
     context = _context_of(client, profile)
     stacks = _describe_stacks(client, context)
-    deployments = deployments_from_stacks(stacks, region=context.region, stack_filter=stack_filter, aliases=alias_hosts)
+    deployments = deployments_from_stacks(stacks, region=context.region, stack_filter=stack_filter, aliases=alias_hosts,
+                                          output_keys=keys)
     log.info("CloudFormation in %s: %d stacks, %d Clara deployments", context.region, len(stacks), len(deployments))
     if not deployments:
-        raise _nothing_found(stacks, context.region, stack_filter)
+        raise _nothing_found(stacks, context.region, stack_filter, keys)
     return deployments
 
 
-def _nothing_found(stacks: list, region: str, stack_filter: Optional[str]) -> NoMatchingStackError:
+def _nothing_found(stacks: list, region: str, stack_filter: Optional[str],
+                   output_keys: Sequence[str] = (OUTPUT_KEY,)) -> NoMatchingStackError:
     matching = f" matching '{stack_filter}'" if stack_filter else ""
-    unusable = unusable_clara_stacks(stacks, stack_filter)
+    unusable = unusable_clara_stacks(stacks, stack_filter, output_keys)
     hint = f", only stacks in unusable states: {', '.join(unusable[:5])}" if unusable else ""
+    outputs = f"the output {output_keys[0]}" if len(output_keys) == 1 else f"one of the outputs {', '.join(output_keys)}"
     return NoMatchingStackError(
-        f"No Clara deployment (a CloudFormation stack with the output {OUTPUT_KEY}){matching} was found in "
+        f"No Clara deployment (a CloudFormation stack with {outputs}){matching} was found in "
         f"{region}{hint}: check the region (stacks are regional) and the stack name."
     )
 
@@ -173,15 +179,20 @@ def discover(
     stack_filter: Optional[str] = None,
     endpoint_url: Optional[str] = None,
     aliases: Optional[Mapping[str, str]] = None,
+    output_keys: Optional[Sequence[str]] = None,
 ) -> list[Deployment]:
     """Every Clara deployment in one region, newest first; NoMatchingStackError when there is none.
 
     ``stack_filter``: case-insensitive substring, or a wildcard pattern when it contains * ? [.
     ``aliases``: stack name -> DNS alias host; the alias replaces the load balancer's name in ``url``.
+    ``output_keys``: the stack outputs holding the server address (default ClaraServiceUrl; a MONAI Label
+    deployment's own key, e.g.), the first one a stack has wins.
     """
     alias_hosts = checked_aliases(aliases)  # bad input fails before any network traffic
+    keys = checked_output_keys(output_keys)
     client, context = _open(profile, region, endpoint_url)
-    return discover_with_client(client, stack_filter=stack_filter, aliases=alias_hosts, profile=context.profile)
+    return discover_with_client(client, stack_filter=stack_filter, aliases=alias_hosts, profile=context.profile,
+                                output_keys=keys)
 
 
 def resolve_with_client(
@@ -190,12 +201,15 @@ def resolve_with_client(
     *,
     aliases: Optional[Mapping[str, str]] = None,
     profile: Optional[str] = None,
+    output_keys: Optional[Sequence[str]] = None,
 ) -> Deployment:
     """Like :func:`resolve_stack`, with a CloudFormation client made by the caller."""
     alias_hosts = checked_aliases(aliases)
+    keys = checked_output_keys(output_keys)
     name = (stack_name or "").strip()
     if not name or any(char in name for char in "*?["):
-        deployments = discover_with_client(client, stack_filter=name or None, aliases=alias_hosts, profile=profile)
+        deployments = discover_with_client(client, stack_filter=name or None, aliases=alias_hosts, profile=profile,
+                                           output_keys=keys)
         if len(deployments) > 1:
             names = ", ".join(d.stack_name for d in deployments[:8])
             raise AmbiguousStackError(
@@ -210,10 +224,10 @@ def resolve_with_client(
         raise NoMatchingStackError(
             f"No CloudFormation stack named '{name}' exists in {context.region}: check the name and the region."
         )
-    reason = stack_rejection(stacks[0])
+    reason = stack_rejection(stacks[0], keys)
     if reason is not None:
         raise NoMatchingStackError(f"Stack '{name}' in {context.region} {reason}: choose another stack.")
-    return deployments_from_stacks(stacks[:1], region=context.region, aliases=alias_hosts)[0]
+    return deployments_from_stacks(stacks[:1], region=context.region, aliases=alias_hosts, output_keys=keys)[0]
 
 
 def resolve_stack(
@@ -222,12 +236,14 @@ def resolve_stack(
     region: Optional[str] = None,
     endpoint_url: Optional[str] = None,
     aliases: Optional[Mapping[str, str]] = None,
+    output_keys: Optional[Sequence[str]] = None,
 ) -> Deployment:
     """The one deployment of ``stack_name`` (exact name or stack id; a wildcard pattern, or empty for
     "the only one in the region", must match exactly one). Raises a DiscoveryError otherwise."""
     alias_hosts = checked_aliases(aliases)
+    keys = checked_output_keys(output_keys)
     client, context = _open(profile, region, endpoint_url)
-    return resolve_with_client(client, stack_name, aliases=alias_hosts, profile=context.profile)
+    return resolve_with_client(client, stack_name, aliases=alias_hosts, profile=context.profile, output_keys=keys)
 
 
 def resolve_stack_url(
@@ -236,9 +252,11 @@ def resolve_stack_url(
     region: Optional[str] = None,
     endpoint_url: Optional[str] = None,
     aliases: Optional[Mapping[str, str]] = None,
+    output_keys: Optional[Sequence[str]] = None,
 ) -> str:
     """The server URL of ``stack_name``; see :func:`resolve_stack`."""
-    return resolve_stack(stack_name, profile=profile, region=region, endpoint_url=endpoint_url, aliases=aliases).url
+    return resolve_stack(stack_name, profile=profile, region=region, endpoint_url=endpoint_url, aliases=aliases,
+                         output_keys=output_keys).url
 
 
 __all__ = [

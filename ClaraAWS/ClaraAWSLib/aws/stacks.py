@@ -11,12 +11,15 @@ import fnmatch
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from ..core.errors import InputError
 
 OUTPUT_KEY = "ClaraServiceUrl"
+#: The outputs read by default; a MONAI Label deployment may publish its URL under another key, which
+#: the user names (``output_keys``; the first key a stack has wins).
+DEFAULT_OUTPUT_KEYS = (OUTPUT_KEY,)
 USE_HTTPS_PARAMETER = "UseHTTPS"
 #: States in which a stack's resources exist and its outputs are current.
 USABLE_STATES = frozenset(
@@ -101,10 +104,25 @@ def name_matches(stack_name: str, stack_filter: Optional[str]) -> bool:
     return pattern in stack_name.lower()
 
 
-def _output_value(stack: Mapping[str, Any]) -> Optional[str]:
-    for output in stack.get("Outputs") or ():
-        if output.get("OutputKey") == OUTPUT_KEY:
-            return (output.get("OutputValue") or "").strip() or None
+def checked_output_keys(keys: Optional[Sequence[str]]) -> Tuple[str, ...]:
+    """The output keys to read, default ClaraServiceUrl; InputError for an empty or malformed key."""
+    if not keys:
+        return DEFAULT_OUTPUT_KEYS
+    checked = []
+    for key in keys:
+        key = str(key).strip()
+        if not re.fullmatch(r"[A-Za-z0-9]{1,255}", key):
+            raise InputError(f"'{key}' is not a CloudFormation output key (letters and digits only), e.g. ClaraServiceUrl.")
+        if key not in checked:
+            checked.append(key)
+    return tuple(checked)
+
+
+def _output_value(stack: Mapping[str, Any], keys: Sequence[str] = DEFAULT_OUTPUT_KEYS) -> Optional[str]:
+    outputs = {output.get("OutputKey"): output.get("OutputValue") for output in stack.get("Outputs") or ()}
+    for key in keys:
+        if key in outputs:
+            return (outputs[key] or "").strip() or None
     return None
 
 
@@ -115,10 +133,12 @@ def _parameter(stack: Mapping[str, Any], key: str) -> Optional[str]:
     return None
 
 
-def stack_rejection(stack: Mapping[str, Any]) -> Optional[str]:
+def stack_rejection(stack: Mapping[str, Any], output_keys: Sequence[str] = DEFAULT_OUTPUT_KEYS) -> Optional[str]:
     """Why a stack is not a usable Clara deployment (a phrase), or None when it is one."""
-    if _output_value(stack) is None:
-        return f"has no {OUTPUT_KEY} output, so it is not a Clara Quick Start stack"
+    if _output_value(stack, output_keys) is None:
+        if tuple(output_keys) == DEFAULT_OUTPUT_KEYS:
+            return f"has no {OUTPUT_KEY} output, so it is not a Clara Quick Start stack"
+        return f"has none of the outputs {', '.join(output_keys)}, so it is not a Clara or MONAI Label deployment"
     status = stack.get("StackStatus", "")
     if status not in USABLE_STATES:
         return f"is in state {status}, in which its server is not usable"
@@ -150,6 +170,7 @@ class _Candidate:
     stack: Mapping[str, Any]
     protocol: str
     address: str
+    output_keys: Tuple[str, ...] = DEFAULT_OUTPUT_KEYS
 
     @property
     def stack_id(self) -> str:
@@ -161,7 +182,7 @@ class _Candidate:
 
     def preference(self) -> tuple:
         # Root stacks first; the root's output is the one that ends in '/'; then the oldest stack.
-        ends_with_slash = (_output_value(self.stack) or "").endswith("/")
+        ends_with_slash = (_output_value(self.stack, self.output_keys) or "").endswith("/")
         return (self.is_nested, not ends_with_slash, _created(self.stack), self.stack.get("StackName", ""))
 
 
@@ -209,15 +230,17 @@ def deployments_from_stacks(
     region: str,
     stack_filter: Optional[str] = None,
     aliases: Optional[Mapping[str, str]] = None,
+    output_keys: Optional[Sequence[str]] = None,
 ) -> list[Deployment]:
     """The Clara deployments among DescribeStacks ``Stacks`` entries, one per server, newest first."""
     alias_hosts = checked_aliases(aliases)
+    keys = checked_output_keys(output_keys)
     candidates = []
     for stack in stacks:
-        if stack_rejection(stack) is not None or not name_matches(stack.get("StackName", ""), stack_filter):
+        if stack_rejection(stack, keys) is not None or not name_matches(stack.get("StackName", ""), stack_filter):
             continue
-        protocol, address = service_address(_output_value(stack) or "", _parameter(stack, USE_HTTPS_PARAMETER))
-        candidates.append(_Candidate(stack, protocol, address))
+        protocol, address = service_address(_output_value(stack, keys) or "", _parameter(stack, USE_HTTPS_PARAMETER))
+        candidates.append(_Candidate(stack, protocol, address, keys))
 
     # A nested stack whose root (or parent) was found is the same deployment seen again.
     found_ids = {candidate.stack_id for candidate in candidates}
@@ -239,13 +262,14 @@ def deployments_from_stacks(
 
 
 def unusable_clara_stacks(
-    stacks: Iterable[Mapping[str, Any]], stack_filter: Optional[str] = None
+    stacks: Iterable[Mapping[str, Any]], stack_filter: Optional[str] = None,
+    output_keys: Sequence[str] = DEFAULT_OUTPUT_KEYS,
 ) -> list[str]:
     """``"name (STATE)"`` for stacks that carry the Clara output but are in an unusable state."""
     return [
         f"{stack.get('StackName')} ({stack.get('StackStatus')})"
         for stack in stacks
-        if _output_value(stack) is not None
+        if _output_value(stack, output_keys) is not None
         and stack.get("StackStatus") not in USABLE_STATES
         and name_matches(stack.get("StackName", ""), stack_filter)
     ]

@@ -24,9 +24,13 @@ from typing import (
 AUTO_SEGMENT = "autoSegment"
 ANNOTATE = "annotate"
 DEEPGROW = "deepgrow"
+#: Clicks for several labels at once (MONAI Label's deepedit models): ``clicks`` name -> points.
+DEEPEDIT = "deepedit"
 
 #: Which kind of model each task needs, in the words of ``check_model_task``.
 TASK_OF_KIND = {AUTO_SEGMENT: "auto", ANNOTATE: "annotation", DEEPGROW: "deepgrow"}
+
+BACKENDS = ("aiaa", "monailabel")
 
 
 class ServerResult(Protocol):
@@ -41,7 +45,7 @@ class ServerResult(Protocol):
 
 @runtime_checkable
 class SegmentationBackend(Protocol):
-    kind: str  # "aiaa", later "monailabel"
+    kind: str  # "aiaa" or "monailabel"
 
     def models(self) -> List[Dict[str, Any]]: ...
 
@@ -60,8 +64,64 @@ class SegmentationBackend(Protocol):
     def close(self) -> None: ...
 
 
-def connect(url: str, **options: Any) -> SegmentationBackend:
-    """The backend for the server at ``url`` (an AIAA server for now; options go to its client)."""
+def supports_active_learning(backend: Any) -> bool:
+    return getattr(backend, "kind", "") == "monailabel"
+
+
+def connect(url: str, *, backend: str = "auto", **options: Any) -> SegmentationBackend:
+    """The backend for the server at ``url``: ``backend`` "aiaa" or "monailabel", or "auto" to ask the server.
+
+    An AIAA server lists its models at ``/v1/models``, a MONAI Label server describes itself at ``/info/``.
+    Options go to the backend's client (verify, headers, timeouts, deadline; MONAI Label also username,
+    password, token). A failure to reach the server at all (TLS, refused, a redirect elsewhere) is raised
+    as it is, not hidden behind "not a known server".
+    """
+    from ..core.errors import InputError
+
+    choice = (backend or "auto").strip().lower()
+    if choice == "aiaa":
+        return _aiaa(url, options)
+    if choice == "monailabel":
+        from .monailabel import MONAILabelBackend
+
+        return MONAILabelBackend(url, **options)
+    if choice != "auto":
+        raise InputError(f"The backend {backend!r} is not one ClaraAWS speaks; give aiaa, monailabel or auto.")
+    return _detect(url, options)
+
+
+def _aiaa(url: str, options: Mapping[str, Any]) -> SegmentationBackend:
     from .aiaa import AIAABackend
 
-    return AIAABackend(url, **options)
+    aiaa_options = {key: value for key, value in options.items() if key not in ("username", "password", "token")}
+    return AIAABackend(url, **aiaa_options)
+
+
+def _detect(url: str, options: Mapping[str, Any]) -> SegmentationBackend:
+    from ..core.errors import MalformedResponseError, NotFoundError, RemoteError, ServerError
+    from .monailabel import MONAILabelBackend
+
+    not_this = (NotFoundError, MalformedResponseError, RemoteError)
+    monai = MONAILabelBackend(url, **options)
+    try:
+        monai.info()
+        return monai
+    except not_this:
+        monai.close()
+    except ServerError:
+        monai.close()
+        raise
+    aiaa = _aiaa(url, options)
+    try:
+        aiaa.models()
+        return aiaa
+    except NotFoundError as error:  # neither path exists; a malformed AIAA answer keeps its own sentence
+        aiaa.close()
+        raise MalformedResponseError(
+            f"The server at {aiaa.base_url} answers neither as a MONAI Label server (/info/) nor as an AIAA server "
+            "(/v1/models); check the URL and its path prefix, or name the backend (aiaa or monailabel).",
+            status=getattr(error, "status", None), details=str(error),
+        ) from error
+    except BaseException:
+        aiaa.close()
+        raise

@@ -18,6 +18,7 @@ from .. import __version__
 from ..core.errors import CancelledError, ClaraError, DiscoveryError, GeometryError, InputError
 
 SERVER_ENVIRONMENT_VARIABLE = "CLARA_AIAA_URL"
+PASSWORD_ENVIRONMENT_VARIABLE = "CLARA_PASSWORD"
 
 
 # --- argument parsing -----------------------------------------------------------------------
@@ -26,7 +27,7 @@ SERVER_ENVIRONMENT_VARIABLE = "CLARA_AIAA_URL"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clara-aws",
-        description="AI-assisted segmentation with NVIDIA Clara AIAA servers (on AWS or local).",
+        description="AI-assisted segmentation with NVIDIA Clara AIAA and MONAI Label servers (on AWS or local).",
     )
     parser.add_argument("--version", action="version", version=f"clara-aws {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     where = connection.add_argument_group("server")
     where.add_argument("--server", metavar="URL", help=f"AIAA server URL, scheme://host[:port][/prefix] (default: ${SERVER_ENVIRONMENT_VARIABLE})")
     where.add_argument("--stack", metavar="NAME", help="find the server URL in this CloudFormation stack's ClaraServiceUrl output")
+    where.add_argument("--backend", choices=("aiaa", "monailabel", "auto"), default="auto",
+                       help="the server's protocol (default: detected; AIAA answers /v1/models, MONAI Label /info/)")
+    where.add_argument("--username", help="MONAI Label with auth on: log in as this user (password from $CLARA_PASSWORD)")
     _add_aws_arguments(where)
     tls = connection.add_argument_group("TLS and HTTP")
     tls.add_argument("--ca-bundle", metavar="PEM", help="verify the server's certificate against this CA bundle")
@@ -68,6 +72,33 @@ def build_parser() -> argparse.ArgumentParser:
     deepgrow.add_argument("--bg", action="append", default=[], metavar="I,J,K", type=_index, help="background click, voxel index (repeatable)")
     deepgrow.add_argument("--session", action="store_true", help="upload the volume once into a server session, then send only the clicks")
 
+    deepedit = commands.add_parser("deepedit", parents=[connection], help="segment from clicks per label (MONAI Label deepedit models)")
+    _add_io_arguments(deepedit)
+    deepedit.add_argument("--click", action="append", default=[], metavar="LABEL=I,J,K", type=_labelled_index,
+                          help="a click on label LABEL ('background' for background), voxel index (repeatable)")
+
+    next_sample = commands.add_parser("next", parents=[connection], help="fetch the next image to label from a MONAI Label datastore")
+    next_sample.add_argument("--strategy", help="active-learning strategy (default: random, else the server's first)")
+    next_sample.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="where to write the image")
+    next_sample.add_argument("--json", action="store_true", help='print {"id": ..., "path": OUTPUT}')
+
+    submit = commands.add_parser("submit", parents=[connection], help="save a label image for a MONAI Label datastore image")
+    submit.add_argument("--image-id", required=True, metavar="ID", help="the datastore image the label belongs to")
+    submit.add_argument("labels", metavar="LABELS", help="label image on the datastore image's grid, in the server's label values")
+    submit.add_argument("--tag", default="final", help="label tag (default final: a label to train on)")
+    submit.add_argument("--model", help="model or trainer whose label names the values mean (default: the first trainer)")
+
+    train = commands.add_parser("train", help="start, watch or stop training on a MONAI Label server")
+    train_commands = train.add_subparsers(dest="train_command", metavar="ACTION")
+    train_commands.required = True
+    train_start = train_commands.add_parser("start", parents=[connection], help="start training a model")
+    train_start.add_argument("--model", required=True, help="trainer name (see /info/ trainers)")
+    train_start.add_argument("--max-epochs", type=int, metavar="N", help="epochs to train")
+    train_start.add_argument("--wait", action="store_true", help="show progress on stderr until the run ends")
+    train_status = train_commands.add_parser("status", parents=[connection], help="the latest training run")
+    train_status.add_argument("--json", action="store_true", help="print the status as a JSON object")
+    train_commands.add_parser("stop", parents=[connection], help="stop the running training")
+
     serve = commands.add_parser("serve", parents=[common], help="run the local AIAA-compatible reference server")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 picks a free one)")
@@ -91,6 +122,8 @@ def _add_aws_arguments(group) -> None:
     group.add_argument("--region", help="AWS region (default: the profile's or the environment's)")
     group.add_argument("--aws-endpoint-url", metavar="URL", help="CloudFormation endpoint (VPC endpoints, local test servers)")
     group.add_argument("--alias", action="append", default=[], metavar="STACK=HOST", help="DNS alias whose certificate the stack's HTTPS load balancer presents (repeatable)")
+    group.add_argument("--output-key", action="append", default=[], metavar="KEY",
+                       help="stack output holding the server address (repeatable; default ClaraServiceUrl)")
 
 
 def _add_io_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +140,13 @@ def _index(text: str) -> List[int]:
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"'{text}' is not I,J,K with three whole numbers")
     return values
+
+
+def _labelled_index(text: str):
+    label, sep, point = text.rpartition("=")
+    if not sep or not label.strip():
+        raise argparse.ArgumentTypeError(f"'{text}' is not LABEL=I,J,K")
+    return label.strip(), _index(point)
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -162,7 +202,8 @@ def _server_url(args) -> str:
         from ..aws import discovery as aws
 
         return aws.resolve_stack_url(
-            args.stack, profile=args.profile, region=args.region, endpoint_url=args.aws_endpoint_url, aliases=_aliases(args)
+            args.stack, profile=args.profile, region=args.region, endpoint_url=args.aws_endpoint_url, aliases=_aliases(args),
+            output_keys=args.output_key or None,
         )
     url = args.server or os.environ.get(SERVER_ENVIRONMENT_VARIABLE)
     if not url:
@@ -171,7 +212,7 @@ def _server_url(args) -> str:
 
 
 def _client(args):
-    from ..backends.aiaa.client import AIAAClient
+    from ..backends import connect
 
     headers = {}
     for item in args.header:
@@ -182,15 +223,26 @@ def _client(args):
     if args.insecure and args.ca_bundle:
         raise InputError("Give either --ca-bundle or --insecure, not both.")
     verify = False if args.insecure else (args.ca_bundle or True)
-    client = AIAAClient(
-        _server_url(args), verify=verify, headers=headers, connect_timeout=args.connect_timeout,
-        read_timeout=args.read_timeout, deadline=args.deadline,
-    )
+    options = dict(verify=verify, headers=headers, connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
+                   deadline=args.deadline)
+    if args.username:
+        # Never a command-line argument: it would show in the process list and the shell history.
+        options.update(username=args.username, password=os.environ.get(PASSWORD_ENVIRONMENT_VARIABLE, ""))
     if args.insecure:
         import urllib3
 
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         print("clara-aws: warning: TLS certificate verification is OFF.", file=sys.stderr)
+    return connect(_server_url(args), backend=args.backend, **options)
+
+
+def _monailabel_client(args, what: str):
+    from ..backends import supports_active_learning
+
+    client = _client(args)
+    if not supports_active_learning(client):
+        client.close()
+        raise InputError(f"{what} needs a MONAI Label server; {args.server or 'this server'} is an AIAA server.")
     return client
 
 
@@ -198,7 +250,7 @@ def cmd_models(args) -> int:
     with _client(args) as client:
         models = client.models(label=args.label, type=args.type)
     if args.json:
-        print(json.dumps(models, indent=2))
+        print(json.dumps([_model_json(m) for m in models], indent=2))
         return 0
     if not models:
         print("The server offers no models" + (" matching the filter." if args.type or args.label else "."))
@@ -211,52 +263,51 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _model_json(model: dict) -> dict:
+    """The contract's keys first (name, type, labels in value order, label_values, description), then the rest."""
+    keys = ("name", "type", "labels", "label_values", "description")
+    return {**{key: model.get(key) for key in keys}, **{k: v for k, v in model.items() if k not in keys}}
+
+
 def cmd_segment(args) -> int:
-    return _run_work(args, "auto", lambda client, model, image, progress: client.auto_segment(model, **_source(image, progress)))
+    from ..backends import AUTO_SEGMENT
+
+    return _run_work(args, AUTO_SEGMENT, {})
 
 
 def cmd_annotate(args) -> int:
+    from ..backends import ANNOTATE
     from ..backends.aiaa.client import MIN_EXTREME_POINTS
 
     if len(args.point) < MIN_EXTREME_POINTS:
         raise InputError(
             f"annotate needs at least {MIN_EXTREME_POINTS} --point I,J,K extreme points; {len(args.point)} given."
         )
-    return _run_work(
-        args, "annotation", lambda client, model, image, progress: client.dextr3d(model["name"], args.point, **_source(image, progress)),
-        points={"points": args.point},
-    )
+    return _run_work(args, ANNOTATE, {"points": args.point}, points={"points": args.point})
 
 
 def cmd_deepgrow(args) -> int:
+    from ..backends import DEEPGROW
+
     if not args.fg:
         raise InputError("deepgrow needs at least one --fg I,J,K foreground click.")
-    return _run_work(
-        args,
-        "deepgrow",
-        lambda client, model, image, progress: client.deepgrow(
-            model["name"],
-            args.fg,
-            args.bg,
-            current_point=args.fg[-1],
-            endpoint="deepgrow" if model["type"] == "deepgrow" else "inference",
-            **_source(image, progress),
-        ),
-        points={"foreground": args.fg, "background": args.bg},
-    )
+    arguments = {"foreground": args.fg, "background": args.bg, "current_point": args.fg[-1]}
+    return _run_work(args, DEEPGROW, arguments, points={"foreground": args.fg, "background": args.bg})
 
 
-def _source(image, progress) -> dict:
-    """Keyword arguments that send either the encoded image or only a session id."""
-    from ..backends.aiaa.client import ImageSession
+def cmd_deepedit(args) -> int:
+    from ..backends import DEEPEDIT
 
-    if isinstance(image, ImageSession):
-        return {"session": image, "progress": progress}
-    return {"image": image, "progress": progress}
+    if not args.click:
+        raise InputError("deepedit needs at least one --click LABEL=I,J,K.")
+    clicks: Dict[str, List[List[int]]] = {}
+    for label, point in args.click:
+        clicks.setdefault(label, []).append(point)
+    return _run_work(args, DEEPEDIT, {"clicks": clicks}, points={"foreground": [p for _, p in args.click]})
 
 
-def _run_work(args, task: str, call, points: Optional[dict] = None) -> int:
-    from ..backends.aiaa.client import check_model_task, check_points_inside
+def _run_work(args, task: str, arguments: dict, points: Optional[dict] = None) -> int:
+    from ..backends.aiaa.client import check_points_inside
     from ..core.geometry import result_on_grid
     from ..core.imageio import check_output_path, encode_volume, read_image_file, write_image_file
 
@@ -264,18 +315,19 @@ def _run_work(args, task: str, call, points: Optional[dict] = None) -> int:
     # point found after a long upload and inference would waste both.
     output = check_output_path(args.output, args.input)
     progress = TerminalProgress()
+    volume = read_image_file(args.input)
+    check_points_inside(points or {}, volume.grid)
+    image = encode_volume(volume)
     with _client(args) as client:
-        volume = read_image_file(args.input)
-        check_points_inside(points or {}, volume.grid)
-        image = encode_volume(volume)
         # Ask for the model first: a wrong name or type fails before a large upload, not after.
-        model = check_model_task(client.model(args.model), task)
+        model = client.check_model_task(client.model(args.model), task)
         session = None
         if getattr(args, "session", False):
             session = client.create_session(image, progress=progress)
             progress.done()
+        source = {"session": session} if session is not None else {"image": image}
         try:
-            result = call(client, model, session or image, progress)
+            result = client.run_task(task, model, **arguments, **source, progress=progress)
         finally:
             progress.done()
             if session is not None:
@@ -288,6 +340,90 @@ def _run_work(args, task: str, call, points: Optional[dict] = None) -> int:
     write_image_file(on_input_grid, output)
     print(f"Wrote {output} ({_summary(on_input_grid)})", file=sys.stderr)
     return 0
+
+
+def cmd_next(args) -> int:
+    from ..core.imageio import check_output_path, write_image_file
+
+    output = check_output_path(args.output)
+    with _monailabel_client(args, "next") as client:
+        sample = client.next_sample(args.strategy)
+        if sample is None:
+            print("clara-aws: every image of the datastore has a final label; nothing to fetch.", file=sys.stderr)
+            print(json.dumps({"id": None, "path": None}) if args.json else "")
+            return 0
+        volume = client.download_image(sample["id"])
+    write_image_file(volume, output)
+    print(json.dumps({"id": sample["id"], "path": str(output)}) if args.json else sample["id"])
+    return 0
+
+
+def cmd_submit(args) -> int:
+    import numpy as np
+
+    from ..core.imageio import read_image_file
+
+    labels = read_image_file(args.labels)
+    with _monailabel_client(args, "submit") as client:
+        values = client.label_values(args.model)
+        present = {int(v) for v in np.unique(labels.array) if v != 0}
+        unknown = sorted(present - set(values.values()))
+        if unknown:
+            known = ", ".join(f"{name}={value}" for name, value in values.items())
+            raise InputError(
+                f"{args.labels} holds the label value(s) {', '.join(map(str, unknown))}, which the server's labels do not use "
+                f"({known}); relabel it or name the model with --model."
+            )
+        client.save_label(args.image_id, labels, values, tag=args.tag)
+        counts = client.datastore_counts()
+    print(f"Saved the {args.tag} label of {args.image_id}; the datastore has {counts.get('completed')} of "
+          f"{counts.get('total')} images labeled.", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args) -> int:
+    with _monailabel_client(args, "train") as client:
+        if args.train_command == "start":
+            task = client.start_training(args.model, args.max_epochs)
+            print(f"Training of {args.model} {str(task.get('status', 'SUBMITTED')).lower()}.", file=sys.stderr)
+            if not args.wait:
+                return 0
+            status = client.wait_for_training(report=_training_reporter())
+            return _training_outcome(status)
+        if args.train_command == "status":
+            status = client.training_status()
+            if args.json:
+                print(json.dumps(status.as_dict()))
+            else:
+                print("No training has run on this server." if status.status == "NONE" else status.summary())
+            return 0
+        stopped = client.stop_training()
+        print("Stopped the training." if stopped else "No training was running.", file=sys.stderr)
+        return 0
+
+
+def _training_reporter():
+    shown = {"text": ""}
+
+    def report(status) -> None:
+        text = status.summary()
+        if text != shown["text"]:
+            shown["text"] = text
+            print(f"training: {text}", file=sys.stderr, flush=True)
+
+    return report
+
+
+def _training_outcome(status) -> int:
+    if status.status == "DONE":
+        print(f"Training finished: {status.summary()}.", file=sys.stderr)
+        return 0
+    lines = [line.strip() for line in status.details if line.strip()]
+    # A traceback ends in hints ("For details ... visit"); the line naming the exception says more.
+    last = next((line for line in reversed(lines) if "Error" in line or "Exception" in line), lines[-1] if lines else "")
+    reason = f" Its log says: {last[:300]}" if last and status.status == "ERROR" else ""
+    print(f"clara-aws: error: the training ended {status.status}, not DONE.{reason}", file=sys.stderr)
+    return 1
 
 
 def _summary(labels) -> str:
@@ -338,7 +474,8 @@ def cmd_discover(args) -> int:
     from ..aws import discovery as aws
 
     deployments = aws.discover(
-        profile=args.profile, region=args.region, stack_filter=args.stack, endpoint_url=args.aws_endpoint_url, aliases=_aliases(args)
+        profile=args.profile, region=args.region, stack_filter=args.stack, endpoint_url=args.aws_endpoint_url, aliases=_aliases(args),
+        output_keys=args.output_key or None,
     )
     if args.json:
         print(json.dumps([d.as_dict() for d in deployments], indent=2))
@@ -355,6 +492,10 @@ COMMANDS = {
     "segment": cmd_segment,
     "annotate": cmd_annotate,
     "deepgrow": cmd_deepgrow,
+    "deepedit": cmd_deepedit,
+    "next": cmd_next,
+    "submit": cmd_submit,
+    "train": cmd_train,
     "serve": cmd_serve,
     "demo": cmd_demo,
     "discover": cmd_discover,

@@ -35,13 +35,22 @@ class LabelSegment:
     name: str
 
 
-def segments_for_labels(model_labels: Sequence[str], values_present: Iterable[int]) -> List[LabelSegment]:
-    """Every label the model names (value v -> ``labels[v-1]``) plus any other value found ("label v")."""
-    values = {index + 1 for index in range(len(model_labels))} | {int(v) for v in values_present if int(v) > 0}
+def segments_for_labels(model_labels: Sequence[str], values_present: Iterable[int],
+                        label_values: Optional[Mapping[str, int]] = None) -> List[LabelSegment]:
+    """Every label the model names plus any other value found ("label v").
+
+    A label's value is ``label_values[name]`` when the backend gives them (MONAI Label: by name, values
+    need not be 1..N, e.g. DeepEdit's liver=6), else its position + 1 (value v -> ``labels[v-1]``).
+    """
+    if label_values and len(label_values) >= len(model_labels):  # a name map cannot hold a repeated name
+        named = {int(value): str(name) for name, value in label_values.items() if int(value) > 0}
+    else:
+        named = {index + 1: str(name) for index, name in enumerate(model_labels)}
+    values = set(named) | {int(v) for v in values_present if int(v) > 0}
     result: List[LabelSegment] = []
     used_names = set()
     for value in sorted(values):
-        name = str(model_labels[value - 1]) if value <= len(model_labels) else f"label {value}"
+        name = named.get(value, f"label {value}")
         if name in used_names:  # two values with one name would fight over one segment
             name = f"{name} ({value})"
         used_names.add(name)

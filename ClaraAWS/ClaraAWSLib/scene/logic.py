@@ -1,4 +1,4 @@
-"""ClaraAWSLogic: volume nodes in, segmentation nodes out, through an AIAA server.
+"""ClaraAWSLogic: volume nodes in, segmentation nodes out, through a segmentation server (AIAA or MONAI Label).
 
 Each operation has three steps so a GUI can keep its thread free and drop stale answers:
 
@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 import vtk
 
-from . import export as scene_export, placement as scene_placement, points as scene_points
+from . import export as scene_export, loop as scene_loop, placement as scene_placement, points as scene_points
 from ..backends import ANNOTATE, AUTO_SEGMENT, DEEPGROW
 from ..core.errors import ClaraError, GeometryError, InputError
 from ..core.geometry import Volume
@@ -97,16 +97,23 @@ class ClaraAWSLogic:
         self._observeScene()
 
     # --- server ---------------------------------------------------------------------------------
-    def connect(self, serverUrl: str, **clientOptions: Any) -> List[Dict[str, Any]]:
-        """Connect to a segmentation server and list its models; clientOptions go to its backend's client."""
-        client, models = self.openServer(serverUrl, **clientOptions)
+    def connect(self, serverUrl: str, *, backend: str = "auto", **clientOptions: Any) -> List[Dict[str, Any]]:
+        """Connect to a segmentation server and list its models; clientOptions go to its backend's client.
+
+        ``backend`` "aiaa" or "monailabel" names the protocol, "auto" (default) asks the server.
+        """
+        client, models = self.openServer(serverUrl, backend=backend, **clientOptions)
         return self.useServer(client, models)
 
-    def openServer(self, serverUrl: str, **clientOptions: Any):
+    def openServer(self, serverUrl: str, *, backend: str = "auto", **clientOptions: Any):
         """Make a client for the server and list its models, changing nothing (any thread); returns both."""
         factory = self._clientFactory
         if factory is None:
             from ..backends import connect as factory
+        if backend != "auto":
+            clientOptions["backend"] = backend
+        elif self._clientFactory is None:
+            clientOptions["backend"] = "auto"
         client = factory(serverUrl, **clientOptions)
         try:
             models = client.models()
@@ -251,6 +258,9 @@ class ClaraAWSLogic:
                 )
         entry = self._sessions.entry_for(volumeNode, scene_export.export_volume)
         arguments = {"foreground": foreground_ijk, "background": background_ijk, "current_point": current}
+        if segmentId:
+            # A multi-label model (MONAI Label deepedit) edits the label the segment is named after.
+            arguments["label"] = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
         request = self._newRequest(DEEPGROW, client, model, entry.grid, volumeNode, segmentationNode,
                                    segmentId, self._editTarget(volumeNode, segmentationNode, segmentId))
         request.volume_session = entry
@@ -306,7 +316,8 @@ class ClaraAWSLogic:
         return result
 
     def _applyAutoSegment(self, request, volumeNode, segmentationNode):
-        segments = segments_for_labels(request.model.get("labels") or [], request.label_values)
+        segments = segments_for_labels(request.model.get("labels") or [], request.label_values,
+                                       request.model.get("label_values"))
         options = self._writeOptions(request) if segmentationNode is not None else {}
         outcome = import_label_volume(
             volumeNode, request.labels, segments, segmentationNode,
@@ -374,6 +385,78 @@ class ClaraAWSLogic:
             name, number = f"{base} {number}", number + 1
         return name
 
+    # --- active learning (MONAI Label servers) ----------------------------------------------------------
+    @property
+    def supportsActiveLearning(self) -> bool:
+        """Whether the connected server has a datastore and trainers (the panel shows the loop only then)."""
+        from ..backends import supports_active_learning
+
+        return self.client is not None and supports_active_learning(self.client)
+
+    def prepareNextSample(self, strategy: Optional[str] = None) -> scene_loop.NextSampleRequest:
+        """GUI thread; then ``request.run(progress, cancel)`` on a worker, ``applyNextSample(request)`` back here."""
+        return scene_loop.NextSampleRequest(self._requireLoopClient(), self.client.base_url, strategy)
+
+    def applyNextSample(self, request: scene_loop.NextSampleRequest):
+        """The new volume node (attribute DATASTORE_ID_ATTRIBUTE = its datastore id), None when all are labeled."""
+        return request.apply(self.scene)
+
+    def nextSample(self, strategy: Optional[str] = None):
+        """Blocking: fetch the strategy's next image into a new volume node (None when every image is labeled)."""
+        return self.applyNextSample(self.prepareNextSample(strategy).run())
+
+    def datastoreId(self, volumeNode) -> Optional[str]:
+        """The datastore id of a volume fetched from the connected server, else None."""
+        return scene_loop.datastore_id(volumeNode, self._requireLoopClient().base_url)
+
+    def prepareSubmitLabel(self, volumeNode, segmentationNode, modelName: Optional[str] = None, tag: str = "final",
+                           uploadConsent: bool = False) -> scene_loop.SubmitLabelRequest:
+        """GUI thread: the segments named like the server's labels, each in its name's value, on the volume's grid.
+
+        A volume not from this server's datastore needs ``uploadConsent=True`` (ask the user: the volume is
+        stored on the server permanently, under a generated id). ``modelName`` picks whose label names count
+        (default: the first trainer's). ``request.skipped`` lists segments no label is named like.
+        """
+        client = self._requireLoopClient()
+        scene_export.check_scalar_volume(volumeNode)
+        if segmentationNode is None or not segmentationNode.IsA("vtkMRMLSegmentationNode"):
+            raise InputError("Choose the segmentation whose segments are the label to submit.")
+        values = client.label_values(modelName)
+        return scene_loop.prepare_submit(client, client.base_url, volumeNode, segmentationNode, values, tag, uploadConsent)
+
+    def applySubmitLabel(self, request: scene_loop.SubmitLabelRequest) -> str:
+        return request.apply(self.scene)
+
+    def submitLabel(self, volumeNode, segmentationNode, modelName: Optional[str] = None, tag: str = "final",
+                    uploadConsent: bool = False) -> str:
+        """Blocking: submit the segmentation as the volume's label; returns the datastore id."""
+        return self.applySubmitLabel(self.prepareSubmitLabel(volumeNode, segmentationNode, modelName, tag, uploadConsent).run())
+
+    def datastoreCounts(self) -> Dict[str, Any]:
+        """{"total", "completed", "label_tags"} of the server's datastore (network: call off the GUI thread)."""
+        return self._requireLoopClient().datastore_counts()
+
+    def trainers(self) -> Dict[str, Dict[str, Any]]:
+        return self._requireLoopClient().trainers()
+
+    def startTraining(self, modelName: str, maxEpochs: Optional[int] = None, **params: Any) -> Dict[str, Any]:
+        """Start training on the server (it runs there in the background); network: call off the GUI thread."""
+        return self._requireLoopClient().start_training(modelName, maxEpochs, **params)
+
+    def trainingStatus(self):
+        """The latest run: .status (SUBMITTED/RUNNING/DONE/ERROR/STOPPED, NONE), .epoch, .total_epochs,
+        .best_metric, .details (last log lines), .summary(); network: poll it off the GUI thread."""
+        return self._requireLoopClient().training_status()
+
+    def stopTraining(self) -> bool:
+        return self._requireLoopClient().stop_training()
+
+    def _requireLoopClient(self):
+        client = self._requireClient()
+        if not self.supportsActiveLearning:
+            raise InputError("The active-learning loop needs a MONAI Label server; the connected server is an AIAA server.")
+        return client
+
     # --- saved points -------------------------------------------------------------------------------
     @staticmethod
     def pointsOfSegment(segmentationNode, segmentId: str) -> Dict[str, Any]:
@@ -391,7 +474,7 @@ class ClaraAWSLogic:
     # --- checks -------------------------------------------------------------------------------------
     def _requireClient(self):
         if self.client is None:
-            raise InputError("Not connected to a server; connect to an AIAA server first.")
+            raise InputError("Not connected to a server; connect to an AIAA or MONAI Label server first.")
         return self.client
 
     def _checkTargets(self, volumeNode, segmentationNode, segmentId: Optional[str]) -> None:

@@ -1,0 +1,102 @@
+"""The scene logic on the real MONAI Label server: the same calls the panel makes, and the loop's API."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import requests
+
+pytest.importorskip("slicer")
+pytestmark = [pytest.mark.slicer, pytest.mark.monailabel]
+
+import slicer_scene as ss  # noqa: E402
+from ClaraAWSLib import ClaraAWSLogic  # noqa: E402
+from ClaraAWSLib.core.errors import InputError  # noqa: E402
+from ClaraAWSLib.core.geometry import Volume  # noqa: E402
+from ClaraAWSLib.scene.export import export_volume  # noqa: E402
+from ClaraAWSLib.scene.loop import DATASTORE_ID_ATTRIBUTE  # noqa: E402
+from test_monailabel_client import expected, ijk, organ_volume  # noqa: E402
+
+VOLUME_NAME = "Patient-Doe-CT-secret"
+
+
+def kji(array_ijk: np.ndarray) -> np.ndarray:
+    return np.asarray(array_ijk).transpose(2, 1, 0)
+
+
+@pytest.fixture
+def logic(harness, monailabel_server):
+    logic = ClaraAWSLogic(harness.scene)
+    logic.connect(monailabel_server.url)
+    yield logic
+    logic.cleanup()
+
+
+def test_auto_segment_and_a_deepedit_click_under_a_parent_transform(harness, logic):
+    assert logic.supportsActiveLearning and logic.client.kind == "monailabel"
+    volume = organ_volume(seed=41)
+    transform = ss.add_transform(harness, ss.linear_transform())
+    node = ss.add_volume(harness, volume, VOLUME_NAME, transform_node=transform)
+    segmentation = logic.autoSegment(node, "seg_threshold")
+    wanted = kji(expected.seg_threshold(ijk(volume.array)))
+    by_name = {segmentation.GetSegmentation().GetNthSegment(n).GetName(): segmentation.GetSegmentation().GetNthSegmentID(n)
+               for n in range(segmentation.GetSegmentation().GetNumberOfSegments())}
+    assert set(by_name) == {"spleen", "liver"}
+    for name, value in expected.SEG_LABELS.items():
+        assert np.array_equal(ss.segment_on_volume(segmentation, by_name[name], node), wanted == value)
+
+    # A click on the liver with the deepedit model changes only the liver segment, to liver's cube.
+    spleen_before = ss.segment_on_volume(segmentation, by_name["spleen"], node)
+    click = [18, 15, 9]
+    logic.deepgrow(node, segmentation, by_name["liver"], "deepedit_threshold", ss.world_points(node, [click]))
+    cube = kji(expected.deepedit(ijk(volume.array), {"liver": [click]}) == 6)
+    assert np.array_equal(ss.segment_on_volume(segmentation, by_name["liver"], node), cube)
+    assert np.array_equal(ss.segment_on_volume(segmentation, by_name["spleen"], node), spleen_before & ~cube)
+
+
+def test_next_sample_submit_by_name_and_train(harness, logic, monailabel_server):
+    url = monailabel_server.url
+    client = logic.client
+    stored = organ_volume(seed=51)
+    image_id = client.upload_image(stored)  # a datastore image, as a study folder would hold it
+    # Label every other image, so "first" picks ours.
+    for other in requests.get(f"{url}/datastore/", params={"output": "all"}).json()["objects"]:
+        if other != image_id:
+            grid = client.download_image(other).grid
+            client.save_label(other, Volume(np.zeros(grid.size[::-1], np.uint8), grid), {"spleen": 1})
+    node = logic.nextSample("first")
+    assert node.GetAttribute(DATASTORE_ID_ATTRIBUTE) == image_id and logic.datastoreId(node) == image_id
+    fetched = export_volume(node)  # the voxels and the grid, as the node holds them
+    assert np.array_equal(fetched.array, stored.array) and fetched.grid.matches(stored.grid)
+    segmentation = logic.autoSegment(node, "seg_threshold")
+    # A correction the user makes, and a segment the server has no label for: it stays out of the label.
+    ss.add_segment(segmentation, "my notes", np.ones(stored.array.shape, bool), node)
+    before = logic.datastoreCounts()["completed"]
+    request = logic.prepareSubmitLabel(node, segmentation)
+    assert request.skipped == ["my notes"] and set(request.submitted) == {"spleen", "liver"}
+    assert logic.applySubmitLabel(request.run()) == image_id
+    assert logic.datastoreCounts()["completed"] == before + 1
+    label = requests.get(f"{url}/datastore/label", params={"label": image_id, "tag": "final"}).content
+    from ClaraAWSLib.core.imageio import decode_image
+
+    assert np.array_equal(decode_image(label, "l.nii.gz").array, kji(expected.seg_threshold(ijk(stored.array))))
+
+    # A local volume goes into the datastore only with consent, and never under its name.
+    local = ss.add_volume(harness, organ_volume(seed=52), VOLUME_NAME)
+    local_segmentation = logic.autoSegment(local, "seg_threshold")
+    with pytest.raises(InputError, match="Agree to that first"):
+        logic.prepareSubmitLabel(local, local_segmentation)
+    new_id = logic.submitLabel(local, local_segmentation, uploadConsent=True)
+    assert new_id.startswith("clara-") and local.GetAttribute(DATASTORE_ID_ATTRIBUTE) == new_id
+    assert VOLUME_NAME not in requests.get(f"{url}/datastore/", params={"output": "all"}).text
+
+    logic.startTraining("seg_tiny", maxEpochs=1)
+    deadline = time.monotonic() + 180
+    status = logic.trainingStatus()
+    while status.status in ("SUBMITTED", "RUNNING") and time.monotonic() < deadline:
+        time.sleep(1)
+        status = logic.trainingStatus()
+    assert status.status == "DONE" and status.total_epochs == 1, status.details[-3:]
+    assert "seg_tiny" in {m["name"] for m in logic.refreshModels()}
