@@ -107,8 +107,8 @@ def test_every_library_file_belongs_to_a_ring():
     assert loose == [] and {path.name for path in LIB.iterdir() if path.is_dir() and path.name != "__pycache__"} == set(RINGS)
 
 
-def test_scene_and_panel_know_only_the_backend_seam():
-    for ring in ("scene", "panel"):
+def test_scene_panel_and_cli_know_only_the_backend_seam():
+    for ring in ("scene", "panel", "cli"):
         for path in (LIB / ring).rglob("*.py"):
             assert "backends." not in path.read_text().replace("from ..backends import", ""), path
 

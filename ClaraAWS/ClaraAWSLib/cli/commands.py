@@ -277,7 +277,7 @@ def cmd_segment(args) -> int:
 
 def cmd_annotate(args) -> int:
     from ..backends import ANNOTATE
-    from ..backends.aiaa.client import MIN_EXTREME_POINTS
+    from ..backends import MIN_EXTREME_POINTS
 
     if len(args.point) < MIN_EXTREME_POINTS:
         raise InputError(
@@ -307,7 +307,7 @@ def cmd_deepedit(args) -> int:
 
 
 def _run_work(args, task: str, arguments: dict, points: Optional[dict] = None) -> int:
-    from ..backends.aiaa.client import check_points_inside
+    from ..backends import check_points_inside
     from ..core.geometry import result_on_grid
     from ..core.imageio import check_output_path, encode_volume, read_image_file, write_image_file
 

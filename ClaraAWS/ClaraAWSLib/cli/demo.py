@@ -13,7 +13,7 @@ from typing import Dict, Sequence, TextIO
 
 import numpy as np
 
-from ..backends.aiaa.client import AIAAClient
+from ..backends import connect
 from ..core.errors import OutputError
 from ..core.geometry import result_on_grid
 from ..core.imageio import encode_volume, write_image_file
@@ -47,7 +47,7 @@ def run_demo(out: Path, size: Sequence[int] = (192, 192, 96), stream: TextIO = N
     write_image_file(phantom.truth, truth_path)
     say(f"Synthetic CT {list(phantom.ct.grid.size)} voxels, spacing {list(phantom.ct.grid.spacing)} mm ({phantom_seconds:.2f} s)")
 
-    with ReferenceServer(host="127.0.0.1", port=0) as server, AIAAClient(server.url) as client:
+    with ReferenceServer(host="127.0.0.1", port=0) as server, connect(server.url, backend="aiaa") as client:
         say(f"Reference AIAA server at {server.url}")
         model = client.model(DEMO_MODEL)
         say(f"Model {model['name']} ({model['type']}): {', '.join(model['labels'])}")

@@ -18,6 +18,8 @@ import enum
 from dataclasses import dataclass
 from typing import Callable, Dict, FrozenSet, List, Optional
 
+from ..backends import MIN_EXTREME_POINTS  # the same rule the logic enforces
+
 
 class ProcessingState(enum.Enum):
     IDLE = "idle"
@@ -160,7 +162,6 @@ class ProcessingStateMachine:
 
 
 # --- why a request cannot be sent yet (the tooltip of a disabled button) -----------------------
-MIN_EXTREME_POINTS = 6
 
 
 @dataclass(frozen=True)

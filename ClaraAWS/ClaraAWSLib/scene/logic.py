@@ -24,7 +24,7 @@ import numpy as np
 import vtk
 
 from . import export as scene_export, loop as scene_loop, placement as scene_placement, points as scene_points
-from ..backends import ANNOTATE, AUTO_SEGMENT, DEEPGROW
+from ..backends import ANNOTATE, AUTO_SEGMENT, DEEPGROW, MIN_EXTREME_POINTS
 from ..core.errors import ClaraError, GeometryError, InputError
 from ..core.geometry import Volume
 from .edit import SegmentWriteRequest, is_closed_surface_source, surface_source_refusal, write_results
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 #: How long cleanup() (module exit) waits for server sessions to be deleted; they expire on the server anyway.
 SESSION_CLOSE_WAIT_SECONDS = 2.0
 
-MIN_EXTREME_POINTS = 6
 
 TAG_MODEL = "ClaraAWS.Model"
 TAG_EXTREME_POINTS = "ClaraAWS.ExtremePointsRAS"

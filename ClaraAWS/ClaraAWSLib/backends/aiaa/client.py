@@ -61,6 +61,7 @@ from ...core.multipart import (
     StreamingMultipartBody,
     parse_multipart,
 )
+from ..points import MIN_EXTREME_POINTS, POINT_KEYS, check_points_inside  # noqa: F401 - re-exported
 from ..transport import (
     Deadline,
     DeadlineAdapter,
@@ -76,7 +77,6 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 900.0
 #: The longest a whole request may take, upload and download included, however the bytes trickle.
 DEFAULT_DEADLINE = 3600.0
-MIN_EXTREME_POINTS = 6
 AUTO_SEGMENTATION_TYPES = ("segmentation", "others", "pipeline")
 ANNOTATION_TYPES = ("annotation",)
 DEEPGROW_TYPES = ("deepgrow", "pipeline")
@@ -90,7 +90,6 @@ REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 #: Session ids go into request paths: only these characters, and never only dots ("..").
 SESSION_ID_PATTERN = re.compile(r"(?!\.+$)[A-Za-z0-9._~-]{1,256}")
 HEADER_NAME_PATTERN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-POINT_KEYS = {"points": "Point", "foreground": "Foreground point", "background": "Background point"}
 
 ImageInput = Union[EncodedImage, BackgroundEncode, Volume, str, Path]
 UploadBody = Union[MultipartBody, StreamingMultipartBody]
@@ -616,7 +615,7 @@ class AIAAClient:
                         status=response.status_code,
                     )
                 headers_at = time.perf_counter()
-                if body is not None and body.finished_at is not None:
+                if body is not None and body.finished_at is not None and body.clock is not None:
                     sent, seconds, waited = body.clock.window(body.size_bytes)
                     self.wire.history.record(sent, seconds - waited, waited)
                 if response.status_code >= 400:
@@ -879,27 +878,6 @@ def _session_path(session_id: str) -> str:
             "may not (letters, digits and . _ ~ - only); the server is faulty or hostile."
         )
     return "/session/" + quote(session_id, safe="")
-
-
-def check_points_inside(params: Mapping[str, Any], grid: ImageGrid) -> None:
-    """Points must be voxels of the image as sent; refusing here saves the upload the server would refuse."""
-    size = grid.size
-    groups = [(name, params.get(key)) for key, name in POINT_KEYS.items()]
-    if params.get("current_point") is not None:
-        groups.append(("Current point", [params["current_point"]]))
-    for name, points in groups:
-        if not isinstance(points, (list, tuple)):
-            continue  # not points at all: the server's own checks name it
-        for number, point in enumerate(points, start=1):
-            try:
-                outside = any(not 0 <= int(value) < limit for value, limit in zip(point, size))
-            except (TypeError, ValueError):
-                continue
-            if outside and isinstance(point, (list, tuple)):
-                raise InputError(
-                    f"{name} {number} at voxel {list(point)} lies outside the volume of {list(size)} voxels; "
-                    "give indices from 0 to size-1 along each axis."
-                )
 
 
 def _declared_length(response: requests.Response) -> Optional[int]:

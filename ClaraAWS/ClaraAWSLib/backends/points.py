@@ -1,0 +1,34 @@
+"""Rules about points that every backend shares: how many extreme points, and that points lie in the image."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..core.errors import InputError
+from ..core.geometry import ImageGrid
+
+#: An extreme-points annotation needs the outermost voxel of the structure at each end of each axis.
+MIN_EXTREME_POINTS = 6
+#: Request parameters that hold voxel indices, and how a message names them.
+POINT_KEYS = {"points": "Point", "foreground": "Foreground point", "background": "Background point"}
+
+
+def check_points_inside(params: Mapping[str, Any], grid: ImageGrid) -> None:
+    """Points must be voxels of the image as sent; refusing here saves the upload the server would refuse."""
+    size = grid.size
+    groups = [(name, params.get(key)) for key, name in POINT_KEYS.items()]
+    if params.get("current_point") is not None:
+        groups.append(("Current point", [params["current_point"]]))
+    for name, points in groups:
+        if not isinstance(points, (list, tuple)):
+            continue  # not points at all: the server's own checks name it
+        for number, point in enumerate(points, start=1):
+            try:
+                outside = any(not 0 <= int(value) < limit for value, limit in zip(point, size))
+            except (TypeError, ValueError):
+                continue
+            if outside and isinstance(point, (list, tuple)):
+                raise InputError(
+                    f"{name} {number} at voxel {list(point)} lies outside the volume of {list(size)} voxels; "
+                    "give indices from 0 to size-1 along each axis."
+                )
