@@ -234,7 +234,8 @@ class StreamingMultipartBody:
         for start in range(0, len(view), STREAM_SLICE_BYTES):
             if self.cancel is not None and self.cancel.is_set():
                 raise CancelledError("The upload was cancelled; nothing was changed.")
-            piece = view[start : start + STREAM_SLICE_BYTES]
+            # bytes, not a memoryview: urllib3 1.26 (Python 3.9, Slicer 5.8) sends only bytes or str chunks.
+            piece = bytes(view[start : start + STREAM_SLICE_BYTES])
             yield piece
             self.sent += len(piece)
             self.clock.note(self.sent, self.compressor_wait)
