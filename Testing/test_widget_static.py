@@ -25,13 +25,14 @@ TOP_CMAKE = ROOT / "CMakeLists.txt"
 LIBRARY_DIR = MODULE_DIR / "ClaraAWSLib"
 #: The module file and the panel files that make up the Slicer widget (the panel ring).
 PANEL_FILES = [MODULE_FILE] + [LIBRARY_DIR / "panel" / name for name in
-                               ("widget.py", "server_section.py", "segment_section.py", "self_test.py")]
+                               ("widget.py", "server_section.py", "segment_section.py", "learning_section.py",
+                                "self_test.py")]
 
 #: Widgets that need the scene: the top-level qMRMLWidget must pass it on in the .ui.
 SCENE_WIDGET_CLASSES = {"qMRMLNodeComboBox", "qMRMLSegmentSelectorWidget", "qSlicerMarkupsPlaceWidget"}
 QT_CLASSES = {
     "QWidget", "QLabel", "QPushButton", "QComboBox", "QCheckBox", "QLineEdit", "QGroupBox",
-    "QTableWidget", "QProgressBar",
+    "QTableWidget", "QProgressBar", "QSpinBox",
 }
 
 
@@ -290,6 +291,16 @@ def test_the_settings_page_follows_slicers_settings_panel_conventions():
     module = MODULE_FILE.read_text()
     assert 'slicer.app.settingsDialog().addPanel("ClaraAWS", self.settingsPanel)' in module
     assert "noMainWindow" in module
+
+
+def test_the_active_learning_section_uses_the_logic_and_asks_before_storing_a_local_volume(module_source):
+    submit = _method_source(module_source, "onSubmitLabel")
+    assert "confirmOkCancelDisplay" in submit and "uploadConsent=consent" in submit
+    assert submit.index("datastoreId") < submit.index("prepareSubmitLabel")  # asked before anything is prepared
+    for method, call in (("onNextSample", "self.logic.prepareNextSample("), ("onTrain", "logic.startTraining("),
+                         ("_pollTraining", "logic.trainingStatus"), ("_updateLearningGui", "supportsActiveLearning")):
+        assert call in _method_source(module_source, method), method
+    assert "self._updateLearningGui()" in _method_source(module_source, "_onConnected")
 
 
 def test_a_chosen_volume_is_compressed_before_the_click(module_source):

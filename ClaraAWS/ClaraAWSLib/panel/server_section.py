@@ -97,6 +97,7 @@ class ServerSection:
         self._models = list(models)
         self.ui.connectionStatusLabel.text = _("Connected: {count} models.").format(count=len(self._models))
         self._fillModels()
+        self._updateLearningGui()
 
     def _onConnectFailed(self, ticket: int, error: BaseException) -> None:
         if not self.connectTickets.is_current(ticket):
@@ -104,6 +105,7 @@ class ServerSection:
         self.ui.connectButton.enabled = True
         self._models = []
         self._fillModels()
+        self._updateLearningGui()
         self.ui.connectionStatusLabel.text = _("Not connected.")
         self._showError(_("Could not connect to the server."), error)
 

@@ -22,6 +22,7 @@ from .consent import ConsentBook, answer_is_yes
 from .jobs import JobRunner
 from .slicer_compat import connect_gui
 from .processing_state import ConnectTickets, ProcessingStateMachine
+from .learning_section import LearningSection
 from .segment_section import SegmentSection
 from .server_section import ServerSection
 
@@ -30,7 +31,7 @@ POLL_INTERVAL_MS = 100
 SCENE_CHANNELS = ("auto", "annotate", "deepgrow")
 
 
-class ClaraAWSPanel(ServerSection, SegmentSection, ScriptedLoadableModuleWidget, VTKObservationMixin):
+class ClaraAWSPanel(ServerSection, SegmentSection, LearningSection, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The module widget without its parameter node class (the module file supplies ``newParameterNode``)."""
 
     def __init__(self, parent=None) -> None:
@@ -108,12 +109,14 @@ class ClaraAWSPanel(ServerSection, SegmentSection, ScriptedLoadableModuleWidget,
         self.ui.deepgrowUpdateButton.connect("clicked(bool)", lambda: self.onDeepgrowPoint(None, force=True))
         self.ui.loadSavedPointsButton.connect("clicked(bool)", self.onLoadSavedPoints)
         self.ui.undoButton.connect("clicked(bool)", self.onUndo)
+        self._setupLearning()
 
         self._loadSettingsIntoGui()
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         self._pollTimer.stop()
+        self._cleanupLearning()
         self.runner.shutdown(timeout=2.0)
         self.removeObservers()
         if self.logic is not None:

@@ -435,6 +435,10 @@ class ClaraAWSLogic:
         """{"total", "completed", "label_tags"} of the server's datastore (network: call off the GUI thread)."""
         return self._requireLoopClient().datastore_counts()
 
+    def strategies(self) -> List[str]:
+        """The server's active-learning strategies (network: call off the GUI thread)."""
+        return self._requireLoopClient().strategies()
+
     def trainers(self) -> Dict[str, Dict[str, Any]]:
         return self._requireLoopClient().trainers()
 
