@@ -307,6 +307,18 @@ def test_a_chosen_volume_is_compressed_before_the_click(module_source):
     assert "self.logic.preEncode(volume)" in _method_source(module_source, "_onParameterNodeModified")
 
 
+#: Signals the effect and the settings page connect to: Qt's own (QAbstractButton, QLineEdit) and
+#: ctkPathLineEdit's, as declared in the Qt 5 and CTK headers Slicer 5.8 builds with.
+KNOWN_SIGNALS = {"clicked()", "clicked(bool)", "toggled(bool)", "textChanged(QString)", "currentPathChanged(QString)",
+                 "timeout()", "currentIndexChanged(int)"}
+
+
+@pytest.mark.parametrize("path", [EFFECT_FILE, SETTINGS_PAGE, LIBRARY_DIR / "panel" / "learning_section.py"])
+def test_every_signal_the_effect_and_settings_page_use_exists(path):
+    used = set(re.findall(r'(?:connect\(|SIGNAL\()"([A-Za-z]+\([A-Za-z*,]*\))"', path.read_text()))
+    assert used and used <= KNOWN_SIGNALS, used - KNOWN_SIGNALS
+
+
 def test_re_editing_saved_points_and_the_every_click_switch_are_wired(module_source):
     assert "self.logic.pointsOfSegment(" in _method_source(module_source, "onLoadSavedPoints")
     assert "update_on_every_click(self.settings)" in _method_source(module_source, "onDeepgrowPoint")
