@@ -20,7 +20,7 @@ from typing import (
     runtime_checkable,
 )
 
-from .points import MIN_EXTREME_POINTS, check_points_inside  # noqa: F401 - rules every backend shares
+from .rules import MIN_EXTREME_POINTS, check_points_inside  # noqa: F401 - rules every backend shares
 
 #: The tasks a backend runs; the scene logic names requests by them too.
 AUTO_SEGMENT = "autoSegment"

@@ -61,7 +61,7 @@ from ...core.multipart import (
     StreamingMultipartBody,
     parse_multipart,
 )
-from ..points import MIN_EXTREME_POINTS, POINT_KEYS, check_points_inside  # noqa: F401 - re-exported
+from ..rules import MIN_EXTREME_POINTS, POINT_KEYS, check_points_inside, require_model_type  # noqa: F401 - re-exported
 from ..transport import (
     Deadline,
     DeadlineAdapter,
@@ -181,13 +181,7 @@ TASK_NAMES = {"auto": "auto-segmentation", "annotation": "extreme-point annotati
 
 def check_model_task(model: Mapping[str, Any], task: str) -> Mapping[str, Any]:
     """``model`` if its type fits the task ("auto", "annotation", "deepgrow"), else one readable InputError."""
-    allowed = MODEL_TYPES_FOR_TASK[task]
-    if model.get("type") not in allowed:
-        raise InputError(
-            f"'{model.get('name')}' is a model of type {model.get('type')}, which does not do {TASK_NAMES[task]}; "
-            f"pick a model of type {' or '.join(allowed)}."
-        )
-    return model
+    return require_model_type(model, MODEL_TYPES_FOR_TASK[task], TASK_NAMES[task])
 
 
 def as_encoded_image(image: ImageInput) -> EncodedImage:

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from ...core.errors import InputError
 from .. import ANNOTATE, AUTO_SEGMENT, DEEPEDIT, DEEPGROW
+from ..rules import require_model_type
 from ..aiaa.client import _index_points
 from .client import (
     MONAILabelClient,
@@ -38,13 +39,7 @@ class MONAILabelBackend(MONAILabelClient):
                 "MONAI Label servers have no extreme-point (annotation) models; use a deepgrow or deepedit model with "
                 "clicks instead."
             )
-        allowed = MODEL_TYPES[task]
-        if model.get("type") not in allowed:
-            raise InputError(
-                f"'{model.get('name')}' is a model of type {model.get('type')}, which does not do {TASK_WORDS[task]}; "
-                f"pick a model of type {' or '.join(allowed)}."
-            )
-        return model
+        return require_model_type(model, MODEL_TYPES[task], TASK_WORDS[task])
 
     def model_types_for(self, task: str) -> Sequence[str]:
         """The model types that do ``task`` (none for ANNOTATE: the panel then offers no model for it)."""

@@ -1,8 +1,9 @@
-"""Rules about points that every backend shares: how many extreme points, and that points lie in the image."""
+"""Rules every backend shares: a model must be of a type that does the task, an annotation needs six or more
+extreme points, and points must lie in the image."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..core.errors import InputError
 from ..core.geometry import ImageGrid
@@ -11,6 +12,16 @@ from ..core.geometry import ImageGrid
 MIN_EXTREME_POINTS = 6
 #: Request parameters that hold voxel indices, and how a message names them.
 POINT_KEYS = {"points": "Point", "foreground": "Foreground point", "background": "Background point"}
+
+
+def require_model_type(model: Mapping[str, Any], allowed: Sequence[str], task_words: str) -> Mapping[str, Any]:
+    """``model`` if its type is one of ``allowed``, else one readable InputError naming what would do the task."""
+    if model.get("type") not in allowed:
+        raise InputError(
+            f"'{model.get('name')}' is a model of type {model.get('type')}, which does not do {task_words}; "
+            f"pick a model of type {' or '.join(allowed)}."
+        )
+    return model
 
 
 def check_points_inside(params: Mapping[str, Any], grid: ImageGrid) -> None:
