@@ -5,8 +5,6 @@ name (``ClaraAWSWidget``, ``ClaraAWSTest``). The panel itself is ``ClaraAWSLib.p
 geometry and scene work is ``ClaraAWSLib``, which runs outside Slicer too.
 """
 
-import os
-
 import slicer
 from slicer import (
     vtkMRMLMarkupsFiducialNode,
@@ -21,7 +19,8 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleLogic,
 )
 
-from ClaraAWSLib.panel.self_test import PanelSelfTest
+from ClaraAWSLib.panel import registration
+from ClaraAWSLib.panel.self_test import ClaraAWSTest  # noqa: F401 - CTest and the Self Tests module run it
 from ClaraAWSLib.panel.widget import ClaraAWSPanel
 
 
@@ -41,25 +40,9 @@ class ClaraAWS(ScriptedLoadableModule):
         self.parent.acknowledgementText = _(
             "ClaraAWS speaks the Clara AIAA v1 protocol published by NVIDIA. It is not affiliated with NVIDIA or "
             "Amazon Web Services. The module layout follows the 3D Slicer scripted-module template.")
-        slicer.app.connect("startupCompleted()", self.registerEditorEffect)
-        slicer.app.connect("startupCompleted()", self.registerSettingsPage)
-
-    def registerSettingsPage(self) -> None:
-        """Edit → Application Settings → ClaraAWS (ClaraAWSLib/panel/settings_page.py)."""
-        if not slicer.app.commandOptions().noMainWindow:
-            from ClaraAWSLib.panel.settings_page import ClaraAWSSettingsPanel
-
-            self.settingsPanel = ClaraAWSSettingsPanel()
-            slicer.app.settingsDialog().addPanel("ClaraAWS", self.settingsPanel)
-
-    def registerEditorEffect(self) -> None:
-        """Effects → ClaraAWS in the Segment Editor (ClaraAWSLib/panel/segment_editor_effect.py)."""
-        import qSlicerSegmentationsEditorEffectsPythonQt as effects
-
-        effect = effects.qSlicerSegmentEditorScriptedEffect(None)
-        path = os.path.join(os.path.dirname(__file__), "ClaraAWSLib", "panel", "segment_editor_effect.py")
-        effect.setPythonSource(path.replace("\\", "/"))
-        effect.self().register()
+        # Slicer emits startupCompleted() once, after every module is loaded (registration.py says more).
+        slicer.app.connect("startupCompleted()", registration.register_segment_editor_effect)
+        slicer.app.connect("startupCompleted()", registration.register_settings_page)
 
 
 @parameterNodeWrapper
@@ -85,14 +68,8 @@ class ClaraAWSParameters(ScriptedLoadableModuleLogic):
         return ClaraAWSParameterNode(super().getParameterNode())
 
 
-
-
 class ClaraAWSWidget(ClaraAWSPanel):
     """The panel (ClaraAWSLib.panel.widget) bound to this module's parameter node."""
 
     def newParameterNode(self) -> ClaraAWSParameterNode:
         return ClaraAWSParameters().getParameterNode()
-
-
-class ClaraAWSTest(PanelSelfTest):
-    """Slicer's CTest runs this (ClaraAWSLib.panel.self_test)."""

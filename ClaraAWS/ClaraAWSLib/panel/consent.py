@@ -52,11 +52,16 @@ class ConsentBook:
             return False
         return is_plain_http(url) or key not in self.remembered()
 
-    def agreed(self, url: str, dont_ask_again: bool = False) -> None:
+    def agreed(self, url: str, dont_ask_again: bool = False) -> bool:
+        """Record a yes; True when it was stored for good (the settings page lists those)."""
         key = server_key(url)
-        self._this_session.add(key)
-        if dont_ask_again and not is_plain_http(url) and key not in self.remembered():
+        if not dont_ask_again or is_plain_http(url):
+            self._this_session.add(key)
+            return False
+        # Kept in the settings only, so that "Ask again" on the settings page takes effect at once.
+        if key not in self.remembered():
             self._store.setValue(KEY_CONSENTED_SERVERS, json.dumps(self.remembered() + [key]))
+        return True
 
     def forget(self, url: str) -> None:
         key = server_key(url)

@@ -11,9 +11,12 @@ import qt
 import slicer
 from slicer.i18n import tr as _
 
-from .consent import answer_is_yes
+from ..core.progress import error_text
+from . import slicer_app
 
 TRAINING_POLL_MS = 3000
+#: Consecutive failed status polls after which polling stops (one modal error would be shown per poll).
+TRAINING_POLL_FAILURES_TO_STOP = 3
 
 
 class LearningSection:
@@ -22,6 +25,7 @@ class LearningSection:
     def _setupLearning(self) -> None:
         self._trainingTimer = qt.QTimer()
         self._trainingTimer.setInterval(TRAINING_POLL_MS)
+        self._trainingPollFailures = 0
         self._trainingTimer.connect("timeout()", self._pollTraining)
         self.ui.nextSampleButton.connect("clicked(bool)", self.onNextSample)
         self.ui.submitLabelButton.connect("clicked(bool)", self.onSubmitLabel)
@@ -84,9 +88,9 @@ class LearningSection:
         consent = False
         if pn.inputVolume is not None and self.logic.datastoreId(pn.inputVolume) is None:
             # A local volume goes into the server's datastore for good: only after the user says so.
-            consent = answer_is_yes(slicer.util.confirmOkCancelDisplay(
+            consent, _unused = slicer_app.ask_ok_cancel(
                 _("This volume did not come from the server's datastore. Store it there (under a generated id, "
-                  "with no name or patient information) together with its label?"), windowTitle=_("Submit label")))
+                  "with no name or patient information) together with its label?"), _("Submit label"))
             if not consent:
                 return
         try:
@@ -111,11 +115,13 @@ class LearningSection:
     def onTrain(self) -> None:
         name, epochs = self.ui.trainerComboBox.currentText, int(self.ui.maxEpochsSpinBox.value)
         logic = self.logic
+        self._trainingPollFailures = 0
         self._learningJob("train", lambda: logic.startTraining(name, epochs), lambda _result: self._trainingTimer.start(),
                           _("Training did not start."))
         self.ui.trainingStatusLabel.text = _("Starting training of {name}…").format(name=name)
 
     def onStopTraining(self) -> None:
+        self._trainingPollFailures = 0
         logic = self.logic
         self._learningJob("train", logic.stopTraining, lambda _result: self._pollTraining(), _("Training did not stop."))
 
@@ -125,6 +131,7 @@ class LearningSection:
         logic = self.logic
 
         def show(status):
+            self._trainingPollFailures = 0
             text = status.summary()
             if status.details:
                 text += "\n" + "\n".join(list(status.details)[-3:])
@@ -132,4 +139,15 @@ class LearningSection:
             if status.finished:
                 self._trainingTimer.stop()
 
-        self._learningJob("training-status", logic.trainingStatus, show, _("Training status could not be read."))
+        def failed(error):
+            # A server that went away would otherwise raise a modal error every few seconds: report in the
+            # section, and stop polling after a few failures in a row.
+            self._trainingPollFailures += 1
+            message, _details = error_text(_("Training status could not be read."), error)
+            if self._trainingPollFailures >= TRAINING_POLL_FAILURES_TO_STOP:
+                self._trainingTimer.stop()
+                message += " " + _("Status updates stopped; click Train or Stop to try again.")
+            self.ui.trainingStatusLabel.text = message
+
+        self._startJob("training-status", lambda progress, cancel: logic.trainingStatus(), on_result=show,
+                       on_error=failed)

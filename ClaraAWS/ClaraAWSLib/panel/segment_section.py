@@ -114,7 +114,13 @@ class SegmentSection:
             self.ui.segmentSelectorWidget.setCurrentSegmentID(editorNode.GetSelectedSegmentID())
 
     def _segmentId(self) -> str:
-        return self.ui.segmentSelectorWidget.currentSegmentID() or ""
+        """The selected segment, if it still exists: the selector keeps a deleted segment's ID while the
+        segmentation has no segments left (qMRMLSegmentSelectorWidget::populateSegmentCombobox)."""
+        segmentId = self.ui.segmentSelectorWidget.currentSegmentID() or ""
+        segmentation = self._parameterNode.outputSegmentation if self._parameterNode else None
+        if not segmentId or segmentation is None or segmentation.GetSegmentation().GetSegment(segmentId) is None:
+            return ""
+        return segmentId
 
     def _updateInteractiveGui(self) -> None:
         pn = self._parameterNode
@@ -167,10 +173,12 @@ class SegmentSection:
 
     def runEditRequest(self, channel: str, prepare: Callable, what: str, detail: str, report: Callable[[str], None],
                        applied: Optional[Callable[[str], None]] = None,
-                       finished: Optional[Callable[[], None]] = None) -> None:
+                       finished: Optional[Callable[[], None]] = None,
+                       beforeWrite: Optional[Callable[[object], None]] = None) -> None:
         """Prepare on the GUI thread, send on a worker thread, apply the answer on the GUI thread.
 
-        Used by the panel and by the Segment Editor effect; ``report`` shows a one-line status.
+        Used by the panel and by the Segment Editor effect; ``report`` shows a one-line status;
+        ``beforeWrite`` saves the undo state of the editor the request came from.
         """
         if not self._askUploadConsent():
             return
@@ -180,6 +188,7 @@ class SegmentSection:
         except Exception as error:
             self._showError(what, error)
             return
+        job.before_write = beforeWrite
         report(describe(StageProgress(Stage.WAITING, detail=detail)).text)
 
         def onResult(result):
@@ -273,12 +282,14 @@ class SegmentSection:
         groupBox, lists = (self.ui.annotationGroupBox, {"extremePoints": extreme}) if extreme else \
             (self.ui.deepgrowGroupBox, clicks)
         groupBox.checked = True  # starts the tool, which makes its lists
-        for role, points in lists.items():
-            node = getattr(pn, role)
-            node.RemoveAllControlPoints()
-            for point in points:
-                node.AddControlPointWorld(*point)
-        self._setStatus(_("Saved points loaded."))
+        with self.pointTools.quiet():  # AddControlPointWorld fires PointPositionDefinedEvent for each point
+            for role, points in lists.items():
+                node = getattr(pn, role)
+                node.RemoveAllControlPoints()
+                for point in points:
+                    node.AddControlPointWorld(*point)
+        self._updateInteractiveGui()
+        self._setStatus(_("Saved points loaded: place or move a point to update the segment."))
 
     def onUndo(self) -> None:
         try:

@@ -9,8 +9,12 @@ from ..backends import ANNOTATE, AUTO_SEGMENT
 from . import model_choices
 
 
-class PanelSelfTest(ScriptedLoadableModuleTest):
-    """Runs inside Slicer against the reference server on 127.0.0.1 and a synthetic CT phantom."""
+class ClaraAWSTest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer against the reference server on 127.0.0.1 and a synthetic CT phantom.
+
+    The module file imports this class under its own name: ``slicer.testing.runUnitTest`` loads every
+    TestCase class of the module's namespace (``loadTestsFromName``), so it must be the only one there.
+    """
 
     def setUp(self):
         slicer.mrmlScene.Clear()

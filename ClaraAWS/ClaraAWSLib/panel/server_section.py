@@ -8,8 +8,7 @@ from slicer.i18n import tr as _
 
 from ..backends import ANNOTATE, AUTO_SEGMENT, DEEPGROW
 from ..core.errors import ClaraError
-from . import model_choices, settings_store
-from .consent import answer_is_yes
+from . import model_choices, settings_store, slicer_app
 
 BOTO3_REQUIREMENT = "boto3>=1.26"
 
@@ -18,13 +17,7 @@ class ServerSection:
     """Mixin of ClaraAWSPanel: everything about which server the panel talks to."""
 
     def _loadSettingsIntoGui(self) -> None:
-        tls = settings_store.load_tls_options(self.settings)
-        for widget, prop, value in ((self.ui.verifyTlsCheckBox, "checked", tls.verify),
-                                    (self.ui.caBundlePathLineEdit, "currentPath", tls.ca_bundle)):
-            wasBlocked = widget.blockSignals(True)  # saving half-loaded options would lose the other one
-            setattr(widget, prop, value)
-            widget.blockSignals(wasBlocked)
-        self.onTlsOptionsChanged()
+        self._showTlsOptions()
         aws = settings_store.load_aws_options(self.settings)
         self.ui.awsProfileLineEdit.text, self.ui.awsRegionLineEdit.text = aws.profile, aws.region
         self._fillServerCombo(settings_store.last_url(self.settings))
@@ -61,11 +54,32 @@ class ServerSection:
         aliases = settings_store.stack_aliases(self.settings)
         self.ui.stackAliasLineEdit.text = aliases.get(deployment.stack_name, "") if deployment else ""
 
-    def onTlsOptionsChanged(self, *args) -> None:
-        options = settings_store.TLSOptions(self.ui.verifyTlsCheckBox.checked, self.ui.caBundlePathLineEdit.currentPath)
-        settings_store.save_tls_options(self.settings, options)
-        self.ui.tlsWarningLabel.visible = not options.verify
-        self.ui.caBundlePathLineEdit.enabled = options.verify
+    def _showTlsOptions(self) -> None:
+        """Show the stored TLS options (the settings page edits them too); writes nothing."""
+        tls = settings_store.load_tls_options(self.settings)
+        for widget, prop, value in ((self.ui.verifyTlsCheckBox, "checked", tls.verify),
+                                    (self.ui.caBundlePathLineEdit, "currentPath", tls.ca_bundle)):
+            wasBlocked = widget.blockSignals(True)
+            setattr(widget, prop, value)
+            widget.blockSignals(wasBlocked)
+        self.ui.tlsWarningLabel.visible = not tls.verify
+        self.ui.caBundlePathLineEdit.enabled = tls.verify
+
+    def onVerifyTlsToggled(self, checked: bool) -> None:
+        self._saveSetting(settings_store.KEY_TLS_VERIFY, bool(checked))
+        self._showTlsOptions()
+
+    def onCaBundleChanged(self, path: str) -> None:
+        self._saveSetting(settings_store.KEY_CA_BUNDLE, path.strip())
+
+    def _saveSetting(self, key: str, value) -> None:
+        """Write one key (never another key from a widget that may be stale) and tell the settings page."""
+        self.settings.setValue(key, value)
+        slicer_app.announce_setting_changed(key, value)
+
+    def onApplicationSettingChanged(self, key: str, value) -> None:
+        if key in (settings_store.KEY_TLS_VERIFY, settings_store.KEY_CA_BUNDLE):
+            self._showTlsOptions()
 
     def onConnectButton(self) -> None:
         url = self._serverUrl()
@@ -92,7 +106,8 @@ class ServerSection:
         self._preEncodedVolumeId = None  # a new server: encode for it (its measured link may choose a level)
         self.ui.connectButton.enabled = True
         self._connectedUrl = url
-        settings_store.remember_url(self.settings, url)
+        history = settings_store.remember_url(self.settings, url)
+        slicer_app.announce_setting_changed(settings_store.KEY_URL_HISTORY, history)
         self._fillServerCombo(url)
         self._models = list(models)
         self.ui.connectionStatusLabel.text = _("Connected: {count} models.").format(count=len(self._models))
@@ -102,6 +117,7 @@ class ServerSection:
     def _onConnectFailed(self, ticket: int, error: BaseException) -> None:
         if not self.connectTickets.is_current(ticket):
             return
+        self.logic.disconnect()  # the previous server is no longer the one shown: nothing may still use it
         self.ui.connectButton.enabled = True
         self._models = []
         self._fillModels()
@@ -151,27 +167,26 @@ class ServerSection:
 
     # ------------------------------------------------------------------ AWS discovery
     def _ensureBoto3(self) -> bool:
-        """boto3 is not bundled with Slicer: install it on first use, after asking."""
+        """boto3 is not bundled with Slicer: install it on first use, after asking (each Slicer's own way)."""
         from .. import aws
 
         if aws.boto3_available():
             return True
-        try:
-            import slicer.packaging
-
-            slicer.packaging.pip_ensure(BOTO3_REQUIREMENT, requester="ClaraAWS")  # asks the user first
-        except ImportError:  # Slicer before 5.12 has no pip_ensure
-            if not answer_is_yes(slicer.util.confirmOkCancelDisplay(_(
-                    "Finding Clara servers on AWS needs the boto3 package, which Slicer does not include. "
-                    "Install it now from the Python Package Index?"))):
+        packaging = slicer_app.packaging_module()
+        if packaging is not None:  # Slicer 5.12 and newer: pip_ensure asks, installs, and skips under --testing
+            try:
+                packaging.pip_ensure(BOTO3_REQUIREMENT, requester="ClaraAWS")
+            except RuntimeError:  # the user declined
                 return False
-            if not self._pipInstallWithStatus():
+            except Exception as error:  # noqa: BLE001 - pip's own failure, shown with its details
+                self._showError(_("boto3 could not be installed."), error)
                 return False
-        except RuntimeError:  # the user declined
-            return False
-        except Exception as error:
-            self._showError(_("boto3 could not be installed."), error)
-            return False
+        else:
+            agreed, _unused = slicer_app.ask_ok_cancel(
+                _("Finding Clara servers on AWS needs the boto3 package, which Slicer does not include. "
+                  "Install it now from the Python Package Index?"), _("Install boto3"))
+            if not agreed or not self._pipInstallWithStatus():
+                return False
         import importlib
 
         importlib.invalidate_caches()

@@ -3,14 +3,24 @@
 Simple values are ``registerProperty`` bindings to the same QSettings keys the panel reads
 (``settings_store``); the server history and the per-server upload consent are lists with a Forget
 button. Credentials are never stored here.
+
+A ctkSettingsPanel stores each registered widget's *current* value for a key not stored yet, when the
+settings dialog adds the page (CTK Libs/Widgets/ctkSettingsPanel.cpp reloadSettings): so every widget
+shows the code's default before it is registered. Changes travel through the settings dialog's
+``settingChanged(QString,QVariant)``: CTK emits it for the registered widgets, this page and the module
+panel emit it for the lists, and both listen to it.
 """
 
 import ctk
 import qt
+import slicer
 from slicer.i18n import tr as _
 
 from . import settings_store
-from .consent import ConsentBook
+from .consent import KEY_CONSENTED_SERVERS, ConsentBook
+
+#: Settings shown as lists here and written by the module panel too.
+LIST_KEYS = (settings_store.KEY_URL_HISTORY, KEY_CONSENTED_SERVERS)
 
 TASKS = (("autoSegment", "Auto-segmentation"), ("annotate", "Extreme points"), ("deepgrow", "Deepgrow"))
 
@@ -40,6 +50,7 @@ class ClaraAWSSettingsPanel(ctk.ctkSettingsPanel):
         tls.title = _("TLS")
         form = qt.QFormLayout(tls)
         self.verifyCheckBox = qt.QCheckBox(_("Verify server certificates (turn off only for servers you trust)"))
+        self.verifyCheckBox.checked = settings_store.DEFAULT_TLS_VERIFY
         form.addRow(self.verifyCheckBox)
         self.registerProperty(settings_store.KEY_TLS_VERIFY, self.verifyCheckBox, "checked",
                               str(qt.SIGNAL("toggled(bool)")))
@@ -62,16 +73,23 @@ class ClaraAWSSettingsPanel(ctk.ctkSettingsPanel):
                                   str(qt.SIGNAL("textChanged(QString)")))
             self.defaultModelEdits[task] = edit
         self.surfaceCheckBox = qt.QCheckBox(_("Show results in 3D (build the surface after import)"))
+        self.surfaceCheckBox.checked = settings_store.DEFAULT_SURFACE_AFTER_IMPORT
         form.addRow(self.surfaceCheckBox)
         self.registerProperty(settings_store.KEY_SURFACE_AFTER_IMPORT, self.surfaceCheckBox, "checked",
                               str(qt.SIGNAL("toggled(bool)")))
         self.everyClickCheckBox = qt.QCheckBox(_("Deepgrow: update the segment on every click"))
+        self.everyClickCheckBox.checked = settings_store.DEFAULT_UPDATE_ON_EVERY_CLICK
         form.addRow(self.everyClickCheckBox)
         self.registerProperty(settings_store.KEY_UPDATE_ON_EVERY_CLICK, self.everyClickCheckBox, "checked",
                               str(qt.SIGNAL("toggled(bool)")))
         layout.addWidget(results)
         layout.addStretch(1)
         self.refreshLists()
+        slicer.app.settingsDialog().connect("settingChanged(QString,QVariant)", self.onSettingChanged)
+
+    def onSettingChanged(self, key, value):
+        if key in LIST_KEYS:
+            self.refreshLists()
 
     def refreshLists(self):
         self.historyList.clear()
@@ -83,10 +101,10 @@ class ClaraAWSSettingsPanel(ctk.ctkSettingsPanel):
         item = self.historyList.currentItem()
         if item is not None:
             settings_store.forget_url(self.settings, item.text())
-            self.refreshLists()
+            self.settingChanged.emit(settings_store.KEY_URL_HISTORY, self.settings.value(settings_store.KEY_URL_HISTORY))
 
     def onForgetConsent(self):
         item = self.consentList.currentItem()
         if item is not None:
             ConsentBook(self.settings).forget(item.text())
-            self.refreshLists()
+            self.settingChanged.emit(KEY_CONSENTED_SERVERS, self.settings.value(KEY_CONSENTED_SERVERS))

@@ -37,6 +37,12 @@ KEY_DEFAULT_MODEL = PREFIX + "defaultModel/"  # + task name
 
 MAX_URL_HISTORY = 10
 
+# The defaults of the checkable preferences. The settings page sets its check boxes to these before it
+# registers them: a ctkSettingsPanel stores a widget's current value for a key not yet stored.
+DEFAULT_TLS_VERIFY = True
+DEFAULT_SURFACE_AFTER_IMPORT = False
+DEFAULT_UPDATE_ON_EVERY_CLICK = True
+
 
 class SettingsStore(Protocol):
     """The part of ``QSettings`` this module uses."""
@@ -146,7 +152,7 @@ def last_url(store: SettingsStore) -> str:
 # --- TLS ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TLSOptions:
-    verify: bool = True
+    verify: bool = DEFAULT_TLS_VERIFY
     ca_bundle: str = ""
 
     def client_verify(self) -> Union[bool, str]:
@@ -158,7 +164,7 @@ class TLSOptions:
 
 def load_tls_options(store: SettingsStore) -> TLSOptions:
     return TLSOptions(
-        verify=_as_bool(store.value(KEY_TLS_VERIFY, None), True),
+        verify=_as_bool(store.value(KEY_TLS_VERIFY, None), DEFAULT_TLS_VERIFY),
         ca_bundle=_as_text(store.value(KEY_CA_BUNDLE, "")).strip(),
     )
 
@@ -245,11 +251,11 @@ def forget_url(store: SettingsStore, url: str) -> List[str]:
 
 
 def surface_after_import(store: SettingsStore) -> bool:
-    return _as_bool(store.value(KEY_SURFACE_AFTER_IMPORT, None), False)
+    return _as_bool(store.value(KEY_SURFACE_AFTER_IMPORT, None), DEFAULT_SURFACE_AFTER_IMPORT)
 
 
 def update_on_every_click(store: SettingsStore) -> bool:
-    return _as_bool(store.value(KEY_UPDATE_ON_EVERY_CLICK, None), True)
+    return _as_bool(store.value(KEY_UPDATE_ON_EVERY_CLICK, None), DEFAULT_UPDATE_ON_EVERY_CLICK)
 
 
 def default_model(store: SettingsStore, task: str) -> str:

@@ -17,8 +17,8 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
 from ..core.progress import error_text
-from . import settings_store, slicer_app
-from .consent import ConsentBook, answer_is_yes
+from . import registration, settings_store, slicer_app
+from .consent import KEY_CONSENTED_SERVERS, ConsentBook
 from .jobs import JobRunner
 from .slicer_compat import connect_gui
 from .processing_state import ConnectTickets, ProcessingStateMachine
@@ -27,8 +27,8 @@ from .segment_section import SegmentSection
 from .server_section import ServerSection
 
 POLL_INTERVAL_MS = 100
-#: Channels of the job runner whose results change the scene.
-SCENE_CHANNELS = ("auto", "annotate", "deepgrow")
+#: Channels of the job runner whose results change the scene (the Segment Editor effect's included).
+SCENE_CHANNELS = ("auto", "auto-effect", "annotate", "deepgrow", "next")
 
 
 class ClaraAWSPanel(ServerSection, SegmentSection, LearningSection, ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -92,8 +92,9 @@ class ClaraAWSPanel(ServerSection, SegmentSection, LearningSection, ScriptedLoad
         self.ui.discoverButton.connect("toggled(bool)", lambda checked: setattr(self.ui.awsGroupBox, "visible", checked))
         self.ui.findDeploymentsButton.connect("clicked(bool)", self.onFindDeployments)
         self.ui.saveStackAliasButton.connect("clicked(bool)", self.onSaveStackAlias)
-        self.ui.verifyTlsCheckBox.connect("toggled(bool)", self.onTlsOptionsChanged)
-        self.ui.caBundlePathLineEdit.connect("currentPathChanged(QString)", self.onTlsOptionsChanged)
+        self.ui.verifyTlsCheckBox.connect("toggled(bool)", self.onVerifyTlsToggled)
+        self.ui.caBundlePathLineEdit.connect("currentPathChanged(QString)", self.onCaBundleChanged)
+        slicer.app.settingsDialog().connect("settingChanged(QString,QVariant)", self.onApplicationSettingChanged)
         # Auto-segmentation
         self.ui.autoModelComboBox.connect("currentIndexChanged(int)", self.onModelSelectionChanged)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
@@ -113,16 +114,24 @@ class ClaraAWSPanel(ServerSection, SegmentSection, LearningSection, ScriptedLoad
 
         self._loadSettingsIntoGui()
         self.initializeParameterNode()
+        # A module loaded after start-up never sees startupCompleted(): register what it would have.
+        registration.register_segment_editor_effect()
+        registration.register_settings_page()
 
     def cleanup(self) -> None:
+        """Module unload and the developer Reload: nothing of this panel may keep listening or running."""
         self._pollTimer.stop()
         self._cleanupLearning()
+        self._stopTools()
+        slicer.app.settingsDialog().disconnect("settingChanged(QString,QVariant)", self.onApplicationSettingChanged)
         self.runner.shutdown(timeout=2.0)
+        self.setParameterNode(None)
         self.removeObservers()
         if self.logic is not None:
             self.logic.cleanup()
 
     def enter(self) -> None:
+        self._showTlsOptions()
         self.initializeParameterNode()
         self._selectSegmentEditorSegment()
 
@@ -172,6 +181,12 @@ class ClaraAWSPanel(ServerSection, SegmentSection, LearningSection, ScriptedLoad
         # Point lists are made only when the user starts a tool (ToolPointLists), never on module open.
         self.setParameterNode(parameterNode)
 
+    def ensureParameterNode(self):
+        """The parameter node, bound now if a scene close left the panel without one (the effect needs it)."""
+        if self._parameterNode is None:
+            self.initializeParameterNode()
+        return self._parameterNode
+
     def setParameterNode(self, inputParameterNode: Optional[Any]) -> None:
         if self._parameterNode:
             if self._parameterNodeGuiTag is not None:
@@ -185,6 +200,8 @@ class ClaraAWSPanel(ServerSection, SegmentSection, LearningSection, ScriptedLoad
             self.ui.foregroundPlaceWidget.setCurrentNode(pn.foregroundPoints)
             self.ui.backgroundPlaceWidget.setCurrentNode(pn.backgroundPoints)
             self._observeMarkups(pn)
+            if self._models:
+                self._fillModels()  # a new node (after a scene close) starts with no model chosen
             self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
@@ -239,17 +256,11 @@ class ClaraAWSPanel(ServerSection, SegmentSection, LearningSection, ScriptedLoad
                  ).format(host=qt.QUrl(url).host() or url)
         if plain:
             text += "\n\n" + _("The connection is plain HTTP: the images travel unencrypted. Use it only for anonymised data.")
-        if slicer.app.testingEnabled():
-            answer, dontAskAgain = True, False  # as Slicer's own confirmation dialogs behave under --testing
-        else:
-            box = qt.QMessageBox(qt.QMessageBox.Question, _("Send image data?"), text,
-                                 qt.QMessageBox.Ok | qt.QMessageBox.Cancel, slicer.util.mainWindow())
-            check = qt.QCheckBox(_("Don't ask again for this server"))
-            check.enabled = not plain
-            box.setCheckBox(check)
-            answer, dontAskAgain = box.exec_(), check.checked
-        if not answer_is_yes(answer):
+        agreed, dontAskAgain = slicer_app.ask_ok_cancel(
+            text, _("Send image data?"), _("Don't ask again for this server"), check_box_enabled=not plain)
+        if not agreed:
             return False
-        self.consent.agreed(url, dontAskAgain)
+        if self.consent.agreed(url, dontAskAgain):
+            slicer_app.announce_setting_changed(KEY_CONSENTED_SERVERS, self.consent.remembered())
         return True
 

@@ -121,6 +121,13 @@ class ClaraAWSLogic:
             raise
         return client, models
 
+    def disconnect(self) -> None:
+        """Forget the current server (GUI thread): its sessions and its client are closed."""
+        self._sessions.close_all()
+        if self.client is not None:
+            self.client.close()
+        self.client, self.models = None, []
+
     def useServer(self, client, models: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         """Make an opened server the current one (GUI thread): sessions of the previous one are closed."""
         self._sessions.close_all()
@@ -363,7 +370,8 @@ class ClaraAWSLogic:
         return segmentId
 
     def _writeOptions(self, request) -> Dict[str, Any]:
-        return {"allow_surface_conversion": request.allow_source_conversion, "before_write": self.beforeSegmentWrite}
+        return {"allow_surface_conversion": request.allow_source_conversion,
+                "before_write": request.before_write or self.beforeSegmentWrite}
 
     @staticmethod
     def _showInSegmentEditor(segmentationNode, volumeNode, segmentId: str) -> None:

@@ -9,8 +9,9 @@ left empty, so saved scenes carry no empty ClaraAWS lists.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import slicer
 
@@ -47,6 +48,7 @@ class ToolPointLists:
         self.active_tool: Optional[str] = None
         self._observations: List[Tuple[object, int]] = []
         self._previous_place_node_id: Optional[str] = None
+        self._quiet = False
 
     def lists(self, tool: str) -> List[object]:
         return [node for node in (self._lookup(role) for role in TOOLS[tool]) if node is not None]
@@ -88,9 +90,19 @@ class ToolPointLists:
                 self._remember(role, None)
                 self.scene.RemoveNode(node)
 
+    @contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Points added inside this block are not clicks (restoring saved points must not send requests)."""
+        was, self._quiet = self._quiet, True
+        try:
+            yield
+        finally:
+            self._quiet = was
+
     def _forwarder(self, tool: str, role: str, node, on_point: OnPoint):
         def forward(caller, event):
-            if self.active_tool == tool:  # a point placed while another tool (or none) is active is not a request
+            # A point placed while another tool (or none) is active, or put back by code, is not a request.
+            if self.active_tool == tool and not self._quiet:
                 on_point(role, node)
         return forward
 

@@ -65,6 +65,9 @@ class SegmentationRequest:
     points_ras: Dict[str, List[List[float]]] = field(default_factory=dict)  # stored on the segment as tags
     slice_k: Optional[int] = None  # deepgrow 2D: only this slice of the result counts
     allow_source_conversion: bool = False  # the user agreed (at prepare) to turn closed surfaces into a labelmap
+    #: Called with the segmentation right before the write, instead of the logic's beforeSegmentWrite (the
+    #: Segment Editor effect saves its own editor's undo state there).
+    before_write: Optional[Callable[[Any], None]] = None
     timings: Dict[str, float] = field(default_factory=dict)
     # --- produced by run() -------------------------------------------------------------------------
     labels: Optional[Volume] = None

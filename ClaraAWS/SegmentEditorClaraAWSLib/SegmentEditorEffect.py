@@ -1,9 +1,14 @@
-"""The ClaraAWS effect of the Segment Editor (Effects → ClaraAWS), loaded by Slicer from this file's path.
+"""The ClaraAWS effect of the Segment Editor (Effects → ClaraAWS).
 
-Auto-segmentation, extreme points and deepgrow clicks on the selected segment, from inside the Segment
-Editor. It is thin on purpose: requests go through the ClaraAWS panel (consent, background jobs) and its
-scene logic (the write rule, the editor's masking, overwrite and undo). Connecting and discovery stay in
-the module: a button opens it.
+Slicer loads this file by its path (``ClaraAWS.registerEditorEffect``) and names what it loads after the
+path: the parent folder is the Python module name, the file's base name plus "Effect" the class name
+(qSlicerSegmentEditorScriptedEffect::setPythonSource). Hence ``SegmentEditorClaraAWSLib/SegmentEditorEffect.py``
+with class ``SegmentEditorEffect``, in a folder no package uses: from Slicer 5.10 on the loaded module
+replaces ``sys.modules[<folder>]``, which for ``ClaraAWSLib`` would cut the library off. Imports are
+absolute because the file is loaded on its own, not as part of a package.
+
+Thin on purpose: requests go through the ClaraAWS panel (consent, background jobs) and its scene logic
+(the write rule, the editor's masking and overwrite settings); connecting stays in the module.
 """
 
 import os
@@ -12,17 +17,20 @@ import qt
 import slicer
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
+from ClaraAWSLib.scene.point_lists import points_world
+
 EFFECT_NAME = "ClaraAWS"
 TOOLS = (("autoModelCombo", "autoSegment", "Auto-segment model:"),
          ("annotationModelCombo", "annotate", "Extreme-points model:"),
          ("deepgrowModelCombo", "deepgrow", "Deepgrow model:"))
+ICON = os.path.join(os.path.dirname(__file__), "..", "Resources", "Icons", "ClaraAWS.png")
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def __init__(self, scriptedEffect):
         scriptedEffect.name = EFFECT_NAME
-        scriptedEffect.perSegment = True  # it changes the selected segment
-        scriptedEffect.requireSegments = True
+        scriptedEffect.perSegment = True  # edits change the selected segment...
+        scriptedEffect.requireSegments = False  # ...but auto-segmentation fills an empty segmentation too
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
 
     def clone(self):
@@ -33,14 +41,14 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return cloned
 
     def icon(self):
-        path = os.path.join(os.path.dirname(__file__), "..", "..", "Resources", "Icons", "ClaraAWS.png")
-        return qt.QIcon(path) if os.path.exists(path) else qt.QIcon()
+        return qt.QIcon(ICON) if os.path.exists(ICON) else qt.QIcon()
 
     def helpText(self):
         return ("<html>AI segmentation on a ClaraAWS server (connect in the ClaraAWS module).<br>"
                 "<b>Auto-segment</b> fills the model's segments; <b>Extreme points</b>: place 6 or more points around "
                 "the structure and click Annotate; <b>Deepgrow</b>: each inside/outside click updates the selected "
-                "segment. Ctrl+Z undoes an AI edit like any stroke; masking and overwrite settings apply.</html>")
+                "segment (a new one when none is selected). Undo (Ctrl+Z) takes back an AI edit like any stroke; "
+                "the masking and overwrite settings apply.</html>")
 
     # --- options ------------------------------------------------------------------------------------
     def setupOptionsFrame(self):
@@ -96,8 +104,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def _startTool(self):
         """One point tool at a time, through the panel's ToolPointLists (never the place toolbar's target)."""
+        panel = self._panel()
+        panel.ensureParameterNode()  # the lists live in the parameter node; without one nobody removes them
         tool = "extreme" if self.extremeToolButton.checked else "deepgrow"
-        nodes = self._panel().pointTools.activate(tool, self._onPoint)
+        nodes = panel.pointTools.activate(tool, self._onPoint)
         widgets = [self.extremePointsPlaceWidget] if tool == "extreme" else [self.foregroundPlaceWidget,
                                                                              self.backgroundPlaceWidget]
         for widget, node in zip(widgets, nodes):
@@ -106,20 +116,22 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.foregroundPlaceWidget.enabled = self.backgroundPlaceWidget.enabled = tool == "deepgrow"
 
     def deactivate(self):
+        for widget in (self.extremePointsPlaceWidget, self.foregroundPlaceWidget, self.backgroundPlaceWidget):
+            widget.placeModeEnabled = False
         self._panel().pointTools.deactivate()
 
     def updateGUIFromMRML(self):
         panel = self._panel()
-        connected = panel.logic.client is not None
-        self.serverLabel.text = panel.connectedUrl() if connected else "not connected"
+        url = panel.connectedUrl()
+        self.serverLabel.text = url or "not connected"
         for attribute, task, _label in TOOLS:
             combo = getattr(self, attribute)
-            names = panel.modelNamesFor(task)
+            names = panel.modelNamesFor(task) if url else []
             if [combo.itemText(index) for index in range(combo.count)] != names:
                 combo.clear()
                 combo.addItems(names)
         for button in (self.autoSegmentButton, self.annotateButton):
-            button.enabled = connected
+            button.enabled = bool(url)
 
     def _targets(self):
         parameters = self.scriptedEffect.parameterSetNode()
@@ -128,29 +140,30 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def _report(self, text):
         self.statusLabel.text = text
 
+    def _saveUndoState(self, segmentationNode):
+        self.scriptedEffect.saveStateForUndo()  # this editor's undo, whichever module hosts it
+
+    def _run(self, channel, prepare, what, detail):
+        self._panel().runEditRequest(channel, prepare, what, detail, self._report, beforeWrite=self._saveUndoState)
+
     def onAutoSegment(self):
         volume, segmentation, _segment = self._targets()
         logic = self._panel().logic
-        self._panel().runEditRequest(
-            "auto-effect", lambda: logic.prepareAutoSegment(volume, self.autoModelCombo.currentText, segmentation),
-            "Auto-segmentation failed.", "segmentation", self._report)
+        model = self.autoModelCombo.currentText
+        self._run("auto-effect", lambda: logic.prepareAutoSegment(volume, model, segmentation),
+                  "Auto-segmentation failed.", "segmentation")
 
     def onAnnotate(self):
-        from ClaraAWSLib.scene.point_lists import points_world
-
         volume, segmentation, segment = self._targets()
         points = points_world(self.extremePointsPlaceWidget.currentNode())
         logic = self._panel().logic
-        self._panel().runEditRequest(
-            "annotate", lambda: logic.prepareAnnotate(volume, segmentation, segment, self.annotationModelCombo.currentText,
-                                                      points),
-            "Annotation failed.", "dextr3d", self._report)
+        model = self.annotationModelCombo.currentText
+        self._run("annotate", lambda: logic.prepareAnnotate(volume, segmentation, segment or None, model, points),
+                  "Annotation failed.", "dextr3d")
 
     def _onPoint(self, role, node):
         if role not in ("foregroundPoints", "backgroundPoints"):
             return
-        from ClaraAWSLib.scene.point_lists import points_world
-
         volume, segmentation, segment = self._targets()
         foreground = points_world(self.foregroundPlaceWidget.currentNode())
         background = points_world(self.backgroundPlaceWidget.currentNode())
@@ -159,7 +172,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self._report("Click inside the structure first.")
             return
         logic = self._panel().logic
-        self._panel().runEditRequest(
-            "deepgrow", lambda: logic.prepareDeepgrow(volume, segmentation, segment, self.deepgrowModelCombo.currentText,
-                                                      foreground, background, clicked[0]),
-            "Deepgrow failed.", "deepgrow", self._report)
+        model = self.deepgrowModelCombo.currentText
+        self._run("deepgrow", lambda: logic.prepareDeepgrow(volume, segmentation, segment or None, model, foreground,
+                                                            background, clicked[0]),
+                  "Deepgrow failed.", "deepgrow")
