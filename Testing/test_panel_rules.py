@@ -8,20 +8,11 @@ import time
 
 import pytest
 
-from ClaraAWSLib.panel.consent import QMESSAGEBOX_OK, ConsentBook, answer_is_yes, server_key
+from ClaraAWSLib.panel.consent import ConsentBook, server_key
 from ClaraAWSLib.panel.jobs import JobOutcome, JobRunner
 from ClaraAWSLib.panel.processing_state import ConnectTickets, ProcessingState, ProcessingStateMachine, bar_settings
 from ClaraAWSLib.panel.settings_store import MemorySettingsStore
 from ClaraAWSLib.panel.slicer_compat import connect_gui
-
-QMESSAGEBOX_CANCEL = 0x00400000
-
-
-@pytest.mark.parametrize("answer, yes", [(True, True), (QMESSAGEBOX_OK, True), (1024, True), (False, False),
-                                         (QMESSAGEBOX_CANCEL, False), (0, False), (None, False), (1, False)])
-def test_a_confirmation_counts_as_yes_only_for_ok_in_every_slicer_version(answer, yes):
-    # Under --testing Slicer returns True, which is not equal to QMessageBox.Ok (1024): both mean OK.
-    assert answer_is_yes(answer) is yes
 
 
 def test_dont_ask_again_belongs_to_one_server_and_can_be_taken_back():
@@ -35,6 +26,9 @@ def test_dont_ask_again_belongs_to_one_server_and_can_be_taken_back():
     assert not ConsentBook(store).needs_asking("https://user:pw@CLARA.example.org/path")  # remembered, same server
     book.forget(first)
     assert ConsentBook(store).needs_asking(first) and book.needs_asking(first)
+    book.agreed(first, dont_ask_again=True)
+    ConsentBook(store).forget(first)  # "Ask again" on the settings page, another ConsentBook of the same store
+    assert book.needs_asking(first)  # reaches the panel's book at once
 
 
 def test_a_plain_http_server_is_asked_about_in_every_session_whatever_was_ticked():

@@ -95,6 +95,7 @@ class StandinSlicer:
         qt_double.QSettings.store = dict(self.initial_settings)
         qt_double.QTimer.running = []
         qt_double.SLOT_ERRORS.clear()
+        qt_double.QApplication._override_cursors = []
         qt_double.QMessageBox.answer_provider = self.dialogs
         effects.qSlicerSegmentEditorScriptedEffect.loader = self.profile.effect_loader
         effects.qSlicerSegmentEditorEffectFactory._instance = None
@@ -128,6 +129,9 @@ class StandinSlicer:
             setattr(slicer, name, cls)
         slicer.qMRMLSegmentEditorWidget = effects.qMRMLSegmentEditorWidget
         slicer.qSlicerSegmentEditorEffectFactory = effects.qSlicerSegmentEditorEffectFactory
+        # What slicer.util's array helpers reach for (slicer.modules.segmentations.logic()).
+        slicer.modules.segmentations = types.SimpleNamespace(name="Segmentations",
+                                                             logic=lambda: self.services.segmentations_logic)
         slicer.modules.segmenteditor = segment_editor_module(self._segment_editor_node)
         self.app.loaded_modules["SegmentEditor"] = slicer.modules.segmenteditor
         self._patched_util = {}
@@ -167,6 +171,7 @@ class StandinSlicer:
                 else:
                     setattr(slicer, name, value)
             qt_double.QTimer.running = []
+            mrml_widgets._SceneObserver.release_all()
 
     # --- a user's Slicer session --------------------------------------------------------------------------------
     def start(self, module_file: Path = MODULE_FILE):
@@ -195,8 +200,13 @@ class StandinSlicer:
         return list(qt_double.SLOT_ERRORS)
 
     @property
-    def settings(self) -> Dict[str, Any]:
-        return qt_double.QSettings.store
+    def settings(self) -> qt_double.QSettings:
+        """The application's settings, as a module sees them through ``qt.QSettings()``."""
+        return qt_double.QSettings()
+
+    @property
+    def settings_values(self) -> Dict[str, Any]:
+        return dict(qt_double.QSettings.store)
 
     def close_scene(self) -> None:
         """File -> Close Scene (qSlicerMainWindow: mrmlScene()->Clear(false))."""

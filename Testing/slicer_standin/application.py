@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional
 import slicer
 
 from . import ctk_double as ctk
+from . import mrml_widgets
 from . import qt_double as qt
 from .effects import SegmentEditorModuleWidget
 
@@ -57,8 +58,8 @@ class ModuleSelector:
 
     def selectModule(self, name: str) -> None:  # noqa: N802
         previous = self._app.loaded_modules.get(self.selectedModule)
-        if previous is not None and previous.representation is not None:
-            previous.representation.exit()
+        if previous is not None:
+            previous.widgetRepresentation().exit()
         module = self._app.loaded_modules.get(name)
         if module is None:
             raise RuntimeError(f"Could not find module with name '{name}'")
@@ -76,54 +77,41 @@ class MainWindow(qt.QWidget):
         return self._selector
 
 
-class ModuleWidgetRepresentation(qt.QWidget):
-    """qSlicerScriptedLoadableModuleWidget: holds the Python widget, forwards enter/exit, ``self()``."""
+class ModuleWidgetRepresentation(mrml_widgets.qSlicerWidget):
+    """qSlicerScriptedLoadableModuleWidget (Base/QTGUI/qSlicerScriptedLoadableModuleWidget.cxx v5.8.1): the
+    Python widget's ``parent``; setPythonSource (95-177) makes ``<Name>Widget(self)`` and publishes it as
+    ``slicer.modules.<Name>Widget``; reload (180-189) does that again from the reloaded module and calls
+    setup, without enter or exit (isEntered is left as it was)."""
 
     PROPERTIES = {"isEntered": (False, None)}
 
     def __init__(self, module: "ScriptedModule") -> None:
-        from .mrml_widgets import qSlicerWidget
-
         super().__init__(None)
+        self.setLayout(qt.QVBoxLayout())
         object.__setattr__(self, "_module", module)
         object.__setattr__(self, "_python_widget", None)
-        self._frame = qSlicerWidget()
-        self._frame.setLayout(qt.QVBoxLayout())
-        self._frame._values["isEntered"] = False
+        self.setMRMLScene(slicer.mrmlScene)
         self._create()
 
     def _create(self) -> None:
-        module = self._module
-        widget_class = getattr(sys.modules[module.name], module.name + "Widget")
-        frame = self._frame
-        python_widget = widget_class(frame)
+        name = self._module.name
+        python_widget = getattr(sys.modules[name], name + "Widget")(self)
         object.__setattr__(self, "_python_widget", python_widget)
-        setattr(slicer.modules, module.name + "Widget", python_widget)
+        setattr(slicer.modules, name + "Widget", python_widget)
         python_widget.setup()
 
     def self(self):
         return self._python_widget
 
-    def layout(self):
-        return self._frame.layout()
-
-    def children(self):
-        return self._frame.children()
-
     def enter(self) -> None:
-        type(self._frame).PROPERTIES  # noqa: B018 - the frame carries isEntered for the Python widget
-        object.__setattr__(self._frame, "isEntered", True)
+        self._values["isEntered"] = True
         self._python_widget.enter()
 
     def exit(self) -> None:
         self._python_widget.exit()
-        object.__setattr__(self._frame, "isEntered", False)
+        self._values["isEntered"] = False
 
     def reload(self) -> None:
-        """qSlicerScriptedLoadableModuleWidget::reload: a new Python widget from the reloaded module, set up."""
-        self._frame = type(self._frame)()
-        self._frame.setLayout(qt.QVBoxLayout())
-        object.__setattr__(self._frame, "isEntered", False)
         self._create()
 
 
@@ -225,6 +213,7 @@ class Application(qt.QObject):
         spec.loader.exec_module(module)
         scripted = ScriptedModule(self, name, path)
         object.__setattr__(scripted, "python_module", getattr(module, name)(scripted))
+        setattr(slicer.modules, name + "Instance", scripted.python_module)
         self.loaded_modules[name] = scripted
         setattr(slicer.modules, name.lower(), scripted)
         return scripted

@@ -81,6 +81,7 @@ class qSlicerSegmentEditorScriptedEffect(qt.QObject):  # noqa: N801
         object.__setattr__(self, "_python_self", None)
         object.__setattr__(self, "_source", "")
         object.__setattr__(self, "_options", [])
+        object.__setattr__(self, "_options_frame", qt.QFrame())  # the editor's options frame (one parent)
         object.__setattr__(self, "editor", None)  # the hosting qMRMLSegmentEditorWidget
 
     def setPythonSource(self, path: str) -> bool:  # noqa: N802
@@ -103,11 +104,13 @@ class qSlicerSegmentEditorScriptedEffect(qt.QObject):  # noqa: N801
         return self._python_self
 
     def addOptionsWidget(self, widget) -> None:  # noqa: N802
+        """Into the options frame's layout: the widgets share one parent (so radio buttons are exclusive)."""
+        widget.setParent(self._options_frame)
         self._options.append(widget)
 
     def addLabeledOptionsWidget(self, label: str, widget) -> None:  # noqa: N802
-        self._options.append(qt.QLabel(label))
-        self._options.append(widget)
+        self.addOptionsWidget(qt.QLabel(label))
+        self.addOptionsWidget(widget)
 
     def optionsWidgets(self) -> List[Any]:  # noqa: N802
         return list(self._options)

@@ -47,22 +47,33 @@ class _SceneObserver:
     """qMRMLSceneModel: node removals are ignored while the scene closes; EndCloseEvent repopulates
     (qMRMLSceneModel.cxx v5.8.1:1229, 1282, 1173-1174; SOURCES.md section 13)."""
 
+    #: Widgets observing a scene; the stand-in releases them all when it is uninstalled.
+    observing: List["_SceneObserver"] = []
+
     def _observe_scene(self, scene) -> None:
         for tag in getattr(self, "_scene_tags", []):
             self._observed_scene.RemoveObserver(tag)
         object.__setattr__(self, "_observed_scene", scene)
         object.__setattr__(self, "_scene_tags", [])
+        if self not in _SceneObserver.observing:
+            _SceneObserver.observing.append(self)
         if scene is not None:
             for event in (scene.NodeRemovedEvent, scene.NodeAddedEvent, scene.EndCloseEvent):
                 self._scene_tags.append(scene.AddObserver(event, self._on_scene_event))
 
     def _on_scene_event(self, caller, event) -> None:
-        if caller.IsClosing():
+        if self._observed_scene is None or self._observed_scene.IsClosing():
             return
         self._on_scene_changed()
 
     def _on_scene_changed(self) -> None:
         raise NotImplementedError
+
+    @staticmethod
+    def release_all() -> None:
+        for widget in _SceneObserver.observing:
+            widget._observe_scene(None)
+        _SceneObserver.observing = []
 
 
 class qMRMLNodeComboBox(_SceneObserver, qt.QWidget):  # noqa: N801

@@ -724,7 +724,10 @@ class QIcon:
 
 class QCursor:
     def __init__(self, shape: int = 0) -> None:
-        self.shape = shape
+        self._shape = shape
+
+    def shape(self) -> int:
+        return self._shape
 
 
 class QUrl:
@@ -783,8 +786,8 @@ class QApplication:
     _override_cursors: List[Any] = []
 
     @staticmethod
-    def setOverrideCursor(cursor) -> None:  # noqa: N802
-        QApplication._override_cursors.append(cursor)
+    def setOverrideCursor(cursor) -> None:  # noqa: N802 - a Qt::CursorShape converts to a QCursor
+        QApplication._override_cursors.append(cursor if isinstance(cursor, QCursor) else QCursor(cursor))
 
     @staticmethod
     def restoreOverrideCursor() -> None:  # noqa: N802
@@ -851,7 +854,7 @@ class QTimer(QObject):
         self.interval = int(msec)
 
     def setSingleShot(self, single: bool) -> None:  # noqa: N802
-        self.singleShot = bool(single)
+        self._values["singleShot"] = bool(single)
 
     def start(self, msec: Optional[int] = None) -> None:
         if msec is not None:
@@ -872,7 +875,7 @@ class QTimer(QObject):
     def fire_if_due(self, now: float) -> bool:
         if not self.active or now < self._due:
             return False
-        if self.singleShot:
+        if self._values.get("singleShot"):  # the property; QTimer.singleShot is also the static function
             self.stop()
         else:
             object.__setattr__(self, "_due", now + self.interval / 1000.0)
@@ -882,7 +885,7 @@ class QTimer(QObject):
     @staticmethod
     def singleShot(msec: int, slot: Callable) -> None:  # noqa: N802 - QTimer::singleShot
         timer = QTimer()
-        timer.singleShot = True
+        timer.setSingleShot(True)
         timer.connect("timeout()", lambda: slot())
         timer.start(msec)
 

@@ -8,21 +8,12 @@ settings page. A plain-HTTP server is asked about in every Slicer session, whate
 from __future__ import annotations
 
 import json
-from typing import Any, List
+from typing import List
 from urllib.parse import urlsplit
 
 from .settings_store import PREFIX, SettingsStore, is_plain_http
 
 KEY_CONSENTED_SERVERS = PREFIX + "uploadConsentServers"
-
-#: What ``qt.QMessageBox.Ok`` is; ``confirmOkCancelDisplay`` returns it, or True in testing mode.
-QMESSAGEBOX_OK = 0x00000400
-
-
-def answer_is_yes(answer: Any) -> bool:
-    """True for an OK from Slicer's confirmation dialogs: ``True`` (testing mode, newer Slicer) or ``QMessageBox.Ok``."""
-    return answer is True or (not isinstance(answer, bool) and answer == QMESSAGEBOX_OK)
-
 
 def server_key(url: str) -> str:
     """The server a consent is about: scheme, host and port, without credentials or path."""

@@ -125,7 +125,9 @@ class ClaraAWSPanel(ServerSection, SegmentSection, LearningSection, ScriptedLoad
         self._stopTools()
         slicer.app.settingsDialog().disconnect("settingChanged(QString,QVariant)", self.onApplicationSettingChanged)
         self.runner.shutdown(timeout=2.0)
-        self.setParameterNode(None)
+        if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
         self.removeObservers()
         if self.logic is not None:
             self.logic.cleanup()
@@ -191,7 +193,9 @@ class ClaraAWSPanel(ServerSection, SegmentSection, LearningSection, ScriptedLoad
         if self._parameterNode:
             if self._parameterNodeGuiTag is not None:
                 self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+                self._parameterNodeGuiTag = None
+            if self.getObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified):
+                self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = pn = inputParameterNode
         if pn:
             self._parameterNodeGuiTag = connect_gui(pn, self.ui)
