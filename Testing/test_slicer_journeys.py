@@ -133,6 +133,26 @@ def test_effect_auto_segments_an_empty_segmentation_and_ctrl_z_ctrl_y_undo_and_r
     assert app.slot_errors == []
 
 
+def test_the_effect_in_another_modules_editor_is_a_step_of_that_editors_undo(connected):
+    """Modules embed their own qMRMLSegmentEditorWidget; the effect saves undo state in the editor hosting it."""
+    app, panel, volume = connected
+    editor_node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    embedded = slicer.qMRMLSegmentEditorWidget()
+    embedded.setMRMLSegmentEditorNode(editor_node)
+    embedded.installKeyboardShortcuts()
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Embedded")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    embedded.setSegmentationNode(segmentation)
+    embedded.setSourceVolumeNode(volume)
+    embedded.setActiveEffectByName("ClaraAWS")
+    embedded.activeEffect().self().autoSegmentButton.click()
+    wait_idle(app, panel, "effect auto-segmentation")
+    assert segment_names(segmentation) == ORGANS
+    embedded.press_key("Ctrl+Z")
+    assert segment_names(segmentation) == []
+    assert app.slot_errors == []
+
+
 def test_effect_extreme_points_then_deepgrow_clicks_edit_the_selected_segment(connected, phantom):
     app, panel, volume = connected
     editor, effect = open_effect(app, volume)
@@ -245,3 +265,34 @@ def test_a_closed_surface_segmentation_is_converted_after_asking_also_under_test
         auto_segment(app, panel)
         assert panel.autoState.state.value == "done"
         assert segment_names(segmentation) == sorted(ORGANS + ["my structure"]) and app.slot_errors == []
+
+
+# ------------------------------------------------------------------------------------ MONAI Label section
+
+
+@pytest.mark.monailabel
+def test_training_status_while_the_server_goes_away_is_reported_in_the_section_not_in_a_box_each_poll(
+        monailabel_server):
+    from loopback_servers import TcpForwarder
+
+    with TcpForwarder(monailabel_server.url) as route, StandinSlicer() as app:
+        app.start()
+        panel = app.open_module()
+        connect(app, panel, route.url)
+        assert panel.ui.activeLearningCollapsibleButton.visible
+        wait_idle(app, panel, "the datastore listing")
+        assert panel.ui.trainerComboBox.count > 0
+        panel.ui.maxEpochsSpinBox.value = 1
+        panel.ui.trainButton.click()
+        app.app.run_until(lambda: panel._trainingTimer.isActive(), 60, "training to start")
+        try:
+            route.stop()  # the server is gone for the client, before the first status poll
+            panel._trainingTimer.start(50)  # the real timer, polling faster than every 3 s
+            app.app.run_until(lambda: not panel._trainingTimer.isActive(), 60, "polling to give up")
+        finally:
+            import requests
+
+            requests.delete(f"{monailabel_server.url}/train/", timeout=30)  # leave the server idle
+        assert app.dialogs.shown == []  # no modal box per poll
+        assert "could not be read" in panel.ui.trainingStatusLabel.text
+        assert app.slot_errors == []
