@@ -19,7 +19,6 @@ Usage::
 
 from __future__ import annotations
 
-import os
 import sys
 import types
 from dataclasses import dataclass

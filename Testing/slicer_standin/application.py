@@ -136,9 +136,6 @@ class ScriptedModule(qt.QObject):
             object.__setattr__(self, "representation", ModuleWidgetRepresentation(self))
         return self.representation
 
-    def createNewWidgetRepresentation(self) -> ModuleWidgetRepresentation:  # noqa: N802
-        return self.widgetRepresentation()
-
 
 class BuiltinModule:
     """A C++ module the stand-in provides (the Segment Editor)."""
@@ -196,9 +193,6 @@ class Application(qt.QObject):
         now = time.monotonic()
         for timer in list(qt.QTimer.running):
             timer.fire_if_due(now)
-
-    def pythonManager(self):  # noqa: N802
-        return None
 
     # --- start-up and modules -------------------------------------------------------------------------------
     def load_scripted_module(self, path: str) -> ScriptedModule:

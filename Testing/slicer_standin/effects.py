@@ -29,7 +29,7 @@ import logging
 import os
 import sys
 import types
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 import slicer
 
@@ -292,8 +292,3 @@ class SegmentEditorModuleWidget:
 
     def exit(self) -> None:
         self.editor.uninstallKeyboardShortcuts()
-
-
-def effects_by_name(editor: qMRMLSegmentEditorWidget) -> Dict[str, Any]:
-    editor._ensure_effects()
-    return dict(editor._effects)

@@ -407,11 +407,6 @@ class QLineEdit(QWidget):
     def setText(self, text: str) -> None:  # noqa: N802
         self.text = text
 
-    def type_text(self, text: str) -> None:
-        """What a user's typing does: textEdited, then textChanged."""
-        self.emit("textEdited", text)
-        self.text = text
-
 
 class QComboBox(QWidget):
     SIGNALS = ("currentIndexChanged", "currentTextChanged", "editTextChanged", "activated", "textActivated")
@@ -505,13 +500,6 @@ class QComboBox(QWidget):
 
     def findText(self, text: str) -> int:  # noqa: N802
         return next((index for index, item in enumerate(self._items) if item[0] == text), -1)
-
-    def choose(self, text: str) -> None:
-        """A user's pick from the list: activated, then the index change."""
-        index = self.findText(text)
-        assert index >= 0, f"{self.objectName} has no item {text!r}"
-        self.currentIndex = index
-        self.emit("activated", index)
 
 
 class QAbstractSpinBox(QWidget):
@@ -915,8 +903,3 @@ class QUiLoader:
         from .ui_loader import load_ui
 
         return load_ui(qfile.path, parent)
-
-
-def _exported_names() -> List[str]:
-    return [name for name, value in globals().items() if not name.startswith("_") and
-            (inspect.isclass(value) or inspect.isfunction(value))]
