@@ -306,13 +306,14 @@ def test_a_hostile_model_list_is_one_sentence_on_the_command_line(behaviour, cod
     assert words in run.stderr
 
 
-def test_content_length_abc_still_lists_the_models():
+@pytest.mark.parametrize("backend", ["auto", "aiaa"])
+def test_an_invalid_content_length_ends_the_command_in_one_line(backend):
     from hostile_servers import HostileServer
 
     with HostileServer() as here:
-        run = clara_aws("models", "--server", f"{here.url}/content-length-abc", "--json")
-    assert run.returncode == 0, run.stderr
-    assert '"name": "m"' in run.stdout
+        run = clara_aws("models", "--server", f"{here.url}/content-length/abc", "--json", "--backend", backend)
+    assert_one_line_failure(run, 1)
+    assert "invalid Content-Length ('abc')" in run.stderr and run.stdout == ""
 
 
 @pytest.mark.parametrize("behaviour", ["bomb-inflates", "bomb-claims-huge"])

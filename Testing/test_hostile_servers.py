@@ -192,15 +192,6 @@ def test_a_valid_content_length_is_read(hostile, value):
     assert [m["name"] for m in AIAAClient(f"{here.url}/content-length/{value}").models()] == ["m"]
 
 
-def test_an_invalid_content_length_ends_the_command_in_one_line(hostile):
-    from test_cli import assert_one_line_failure, clara_aws
-
-    here, _ = hostile
-    result = clara_aws("models", "--server", f"{here.url}/content-length/abc", "--backend", "aiaa")
-    assert_one_line_failure(result, 1)
-    assert "invalid Content-Length ('abc')" in result.stderr
-
-
 def test_json_cut_off_midway_says_so(hostile):
     here, _ = hostile
     with pytest.raises(errors.MalformedResponseError) as raised:
