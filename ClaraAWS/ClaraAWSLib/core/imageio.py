@@ -599,7 +599,7 @@ def read_image_file(path: Union[str, Path]) -> Volume:
         raise InputError(f"The input file {path} cannot be read: permission denied; check the file's permissions.") from None
     except OSError as error:
         raise InputError(f"The input file {path} cannot be read ({error.strerror or error}); check the file.") from None
-    voxels = _check_nifti_complete(path, start)
+    voxels = check_nifti_complete(path, start)
     try:
         with quiet_native_stderr():
             image = sitk.ReadImage(str(path))
@@ -623,20 +623,26 @@ def read_image_file(path: Union[str, Path]) -> Volume:
     return volume
 
 
-def _check_nifti_complete(path: Path, start: bytes) -> Optional["_NiftiVoxels"]:
+def check_nifti_complete(path: Path, start: Optional[bytes] = None, *, name: Optional[str] = None,
+                         advice: str = "copy or download it again") -> Optional["_NiftiVoxels"]:
     """A NIfTI-1 file must hold all the voxels its header promises; ITK would read a cut file's missing part as 0.
 
-    Returns where a single-file NIfTI-1's voxels are, None for other formats.
+    ``start`` is the file's first bytes when already read; messages call the file ``name`` (default: its
+    file name) and end in ``advice``. Returns where a single-file NIfTI-1's voxels are, None for other formats.
     """
+    name = name or path.name
+    if start is None:
+        with open(path, "rb") as stream:
+            start = stream.read(NIFTI_VOX_OFFSET)
     compressed = start[:2] == b"\x1f\x8b"
     if compressed:
         try:
             with open(path, "rb") as stream:
                 header = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(stream.read(1 << 16), NIFTI_HEADER_SIZE)
         except zlib.error:
-            raise InputError(f"{path.name} is a damaged gzip file; copy or download it again.") from None
+            raise InputError(f"{name} is a damaged gzip file; {advice}.") from None
         if len(header) < NIFTI_HEADER_SIZE and path.name.lower().endswith(".nii.gz"):
-            raise InputError(f"{path.name} is incomplete: it ends inside its NIfTI header; copy or download it again.")
+            raise InputError(f"{name} is incomplete: it ends inside its NIfTI header; {advice}.")
     else:
         header = start
     if len(header) < NIFTI_HEADER_SIZE or header[344:347] not in (b"n+1", b"ni1"):
@@ -644,11 +650,11 @@ def _check_nifti_complete(path: Path, start: bytes) -> Optional["_NiftiVoxels"]:
     endian = "<" if struct.unpack_from("<i", header, 0)[0] == NIFTI_HEADER_SIZE else ">"
     dim = struct.unpack_from(endian + "8h", header, 40)
     if not 1 <= dim[0] <= 7:
-        raise InputError(f"{path.name} has a broken NIfTI header (dim[0] = {dim[0]}); the file is damaged.")
+        raise InputError(f"{name} has a broken NIfTI header (dim[0] = {dim[0]}); the file is damaged.")
     sizes = dim[1 : dim[0] + 1]
     if any(size <= 0 for size in sizes):
         axis = next(n for n, size in enumerate(sizes, start=1) if size <= 0)
-        raise InputError(f"{path.name} has no voxels: its header gives size {sizes[axis - 1]} along axis {axis}; the file is damaged.")
+        raise InputError(f"{name} has no voxels: its header gives size {sizes[axis - 1]} along axis {axis}; the file is damaged.")
     if header[344:347] == b"ni1":
         return None  # the voxels are in a separate .img file
     bits = struct.unpack_from(endian + "h", header, 72)[0]
@@ -657,8 +663,7 @@ def _check_nifti_complete(path: Path, start: bytes) -> Optional["_NiftiVoxels"]:
     present = _inflated_size(path, expected) if compressed else path.stat().st_size
     if present < expected:
         raise InputError(
-            f"{path.name} is incomplete: its header promises {expected} bytes but the file holds only {present}; "
-            "copy or download it again."
+            f"{name} is incomplete: its header promises {expected} bytes but the file holds only {present}; {advice}."
         )
     code = struct.unpack_from(endian + "h", header, 70)[0]
     dtype = _DTYPE_BY_NIFTI_CODE.get(code)
