@@ -39,6 +39,7 @@ from ...core.errors import (
     ServerUnreachableError,
     SessionExpiredError,
     TLSError,
+    release_frames,
 )
 from ...core.compression import BackgroundEncode, WireHistory, choose_level, machine_speeds
 from ...core.crop import BodyCrop, body_box, crop_volume
@@ -616,6 +617,7 @@ class AIAAClient:
                     raise _status_error(response, url, what, body.size_bytes if body is not None else 0)
                 content = self._read_body(response, download_progress, cancel, max_bytes)
         except (requests.exceptions.RequestException, ServerError) as error:
+            release_frames(error)
             if deadline.cancelled:
                 raise CancelledError("The request was cancelled; nothing was changed.") from error
             if deadline.expired and not isinstance(error, ServerTimeoutError):
