@@ -148,11 +148,24 @@ class _HostileHandler(_QuietHandler):
             self.close_connection = True  # the client gave up, as it should
 
     # --- lying bodies ---------------------------------------------------------------------
-    def do_content_length_abc(self, rest, url) -> None:
+    #: Content-Length values by name (``n`` is the body's real length), for /content-length/NAME.
+    CONTENT_LENGTHS = {
+        "abc": lambda n: "abc",
+        "negative": lambda n: "-1",
+        "plus": lambda n: f"+{n}",
+        "hex": lambda n: hex(n),
+        "disagreeing": lambda n: f"{n}, {n + 5}",
+        "empty": lambda n: "",
+        "repeated": lambda n: f"{n}, {n}",  # valid: one value, repeated (RFC 9110 §8.6)
+        "exact": lambda n: str(n),
+    }
+
+    def do_content_length(self, rest, url) -> None:
+        """The model list with the Content-Length named by the next path segment, then the connection closes."""
         body = json.dumps(MODELS).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", "abc")
+        self.send_header("Content-Length", self.CONTENT_LENGTHS[rest.split("/")[1]](len(body)))
         self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)

@@ -168,9 +168,28 @@ def test_timeouts_must_be_positive_finite_seconds(option, value):
 # --- lying answers --------------------------------------------------------------------------
 
 
-def test_content_length_abc_is_read_to_the_end(hostile):
+@pytest.mark.parametrize("value", ["abc", "negative", "plus", "hex", "disagreeing", "empty"])
+def test_an_invalid_content_length_is_refused_as_framing_error(hostile, value):
+    # RFC 9112 §6.3: an invalid Content-Length makes the framing unrecoverable; read-to-close is not a way out.
     here, _ = hostile
-    assert [m["name"] for m in AIAAClient(f"{here.url}/content-length-abc").models()] == ["m"]
+    with pytest.raises(errors.MalformedResponseError) as raised:
+        AIAAClient(f"{here.url}/content-length/{value}").models()
+    text = one_sentence(raised.value)
+    assert "invalid Content-Length" in text and here.url in text
+
+
+def test_an_invalid_content_length_is_refused_by_the_monailabel_client_too(hostile):
+    from ClaraAWSLib.backends.monailabel.client import MONAILabelClient
+
+    here, _ = hostile
+    with pytest.raises(errors.MalformedResponseError, match="invalid Content-Length"):
+        MONAILabelClient(f"{here.url}/content-length/abc").models()
+
+
+@pytest.mark.parametrize("value", ["exact", "repeated"])
+def test_a_valid_content_length_is_read(hostile, value):
+    here, _ = hostile
+    assert [m["name"] for m in AIAAClient(f"{here.url}/content-length/{value}").models()] == ["m"]
 
 
 def test_json_cut_off_midway_says_so(hostile):

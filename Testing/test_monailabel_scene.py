@@ -100,3 +100,75 @@ def test_next_sample_submit_by_name_and_train(harness, logic, monailabel_server)
         status = logic.trainingStatus()
     assert status.status == "DONE" and status.total_epochs == 1, status.details[-3:]
     assert "seg_tiny" in {m["name"] for m in logic.refreshModels()}
+
+
+def _server_answer(url: str, session_id: str, model: str, params: dict) -> np.ndarray:
+    """The server's own answer for a session and clicks, asked with plain requests and read with SimpleITK."""
+    import json
+    import tempfile
+    from email.parser import BytesParser
+    from pathlib import Path
+
+    import SimpleITK as sitk
+
+    answer = requests.post(f"{url}/infer/{model}", params={"session_id": session_id}, timeout=60,
+                           files={"params": (None, json.dumps(dict(params, result_extension=".nrrd")))})
+    assert answer.status_code == 200, answer.text[:300]
+    message = BytesParser().parsebytes(b"Content-Type: " + answer.headers["Content-Type"].encode() + b"\r\n\r\n"
+                                       + answer.content)
+    data = next(part.get_payload(decode=True) for part in message.get_payload() if part.get_filename())
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "answer.nrrd"
+        path.write_bytes(data)
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def _oblique_organ(seed: int, size, spacing, origin, angles) -> Volume:
+    from conftest import rotation
+
+    organ = organ_volume(size=size, seed=seed)
+    return Volume(organ.array, type(organ.grid)(size, spacing, origin, rotation(*angles)))
+
+
+PLACEMENTS = {
+    # (size, spacing, origin, rotation angles, the segmentation's transform, the segment before the clicks)
+    "new segment, same transform": ((40, 32, 18), (0.83, 0.71, 2.47), (-120.53, 35.27, -300.11), (10, -15, 25),
+                                    "same", "empty"),
+    "segment of an auto-segmentation": ((44, 36, 20), (0.61, 0.93, 3.3), (512.4, -734.9, 1211.7), (-31, 22, 48),
+                                        "same", "auto"),
+    "segmentation under no transform": ((40, 32, 18), (1.17, 0.52, 2.0), (-1433.3, 871.05, -20.9), (37, 8, -29),
+                                        "none", "empty"),
+}
+
+
+@pytest.mark.parametrize("case", list(PLACEMENTS))
+def test_deepgrow_clicks_land_as_the_server_answers_them(harness, logic, monailabel_server, case):
+    size, spacing, origin, angles, frame, before = PLACEMENTS[case]
+    volume = _oblique_organ(61, size, spacing, origin, angles)
+    transform = ss.add_transform(harness, ss.linear_transform())
+    node = ss.add_volume(harness, volume, VOLUME_NAME, transform_node=transform)
+    if before == "auto":
+        segmentation = logic.autoSegment(node, "seg_threshold")
+        segment = segmentation.GetSegmentation().GetSegmentIdBySegmentName("spleen")
+    else:
+        segmentation = ss.new_segmentation(harness, node, transform_node=transform if frame == "same" else None)
+        segment = segmentation.GetSegmentation().AddEmptySegment("", "spleen", [0.9, 0.5, 0.3])
+    # Clicks at the organ's first and last columns, where the cube of a click reaches past the organ.
+    first = [5, 9, 6]
+    second, background = [32, 20, 12], [6, 10, 6]
+    logic.deepgrow(node, segmentation, segment, "deepgrow_threshold", ss.world_points(node, [first]))
+    session_id = logic._sessions.open_session(node).session_id
+    answer = _server_answer(monailabel_server.url, session_id, "deepgrow_threshold",
+                            {"foreground": [first], "background": [], "label": "spleen"})
+    assert answer.any() and np.array_equal(answer, kji(expected.deepgrow(ijk(volume.array), [first], [])))
+    assert np.array_equal(ss.segment_on_volume(segmentation, segment, node), answer > 0)
+
+    logic.deepgrow(node, segmentation, segment, "deepgrow_threshold", ss.world_points(node, [first, second]),
+                   ss.world_points(node, [background]))
+    answer = _server_answer(monailabel_server.url, session_id, "deepgrow_threshold",
+                            {"foreground": [first, second], "background": [background], "label": "spleen"})
+    assert np.array_equal(ss.segment_on_volume(segmentation, segment, node), answer > 0)
+    if before == "auto":  # the click replaced the spleen segment only; liver is as the auto-segmentation left it
+        liver = segmentation.GetSegmentation().GetSegmentIdBySegmentName("liver")
+        assert np.array_equal(ss.segment_on_volume(segmentation, liver, node),
+                              kji(expected.seg_threshold(ijk(volume.array)) == expected.SEG_LABELS["liver"]))

@@ -339,6 +339,27 @@ def test_unreadable_images_and_bodies_give_aiaa_errors(server, tmp_path):
     assert "cut short" in error_of(cut, 400)["message"][0]
 
 
+@pytest.mark.parametrize("compressed", [True, False], ids=["nii.gz", "nii"])
+@pytest.mark.parametrize("keep", [0.5, 0.97])
+def test_a_cut_nifti_upload_gets_400_with_a_sentence(server, files, tmp_path, compressed, keep):
+    # A whole multipart body carrying a cut file: ITK would read the missing end as zeros and answer 200.
+    image = sitk.ReadImage(str(files["tiny"]))
+    whole = tmp_path / ("tiny.nii.gz" if compressed else "tiny.nii")
+    sitk.WriteImage(image, str(whole), compressed)
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut{whole.name[4:]}"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    body, content_type = multipart_body(None, cut, field="image")
+    for answer in (post_work(server.url, "segmentation", SEG, cut),
+                   requests.put(f"{server.url}/session/", data=body, headers={"Content-Type": content_type}, timeout=30)):
+        error = error_of(answer, 400)
+        assert error["type"] == "InvalidImage"
+        message = error["message"][0]
+        assert message.startswith(f"The uploaded {whole.name[4:]} image is incomplete")
+        assert "cut short" in message and str(tmp_path) not in message and "upload-" not in message
+    assert Result(post_work(server.url, "segmentation", SEG, whole)).labels().shape == image.GetSize()[::-1]
+
+
 # --- HTTP: sessions -------------------------------------------------------------------------------
 def test_session_lifecycle(server, files, oblique, oblique_image):
     created = create_session(server.url, files["oblique"], expiry=60)

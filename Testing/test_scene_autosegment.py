@@ -172,6 +172,36 @@ def test_wrong_inputs_are_refused_before_any_request(harness, stub, volume_node,
     assert stub.requests == []
 
 
+def test_nan_and_infinite_voxels_are_refused_when_the_button_is_pressed(harness, phantom, stub, logic):
+    array = phantom.ct.array.astype(np.float32)
+    array[::2] = np.nan  # every other slice, as a broken reconstruction leaves it
+    array[1, 2, 3] = np.inf
+    transform = ss.add_transform(harness, ss.linear_transform())
+    node = ss.add_volume(harness, Volume(array, phantom.ct.grid), name="CT float", transform_node=transform)
+    existing = ss.new_segmentation(harness, node, transform_node=transform)
+    mine = ss.add_segment(existing, "mine", array > 0, node)
+    nodes, segments = ss.scene_state(harness), ss.segments_state(existing, node)
+    plane = array.shape[1] * array.shape[2]
+    slices = array.shape[0]
+    sentence = (f"The volume 'CT float' holds {plane * ((slices + 1) // 2) + 1} NaN or infinite voxels "
+                f"({plane * ((slices + 1) // 2)} NaN, 1 infinite) in {(slices + 1) // 2 + 1} of its {slices} slices "
+                f"(k = 0 to {slices - 1 - (slices - 1) % 2}), the first at voxel I,J,K = 0,0,0")
+    center = ss.voxel_to_world(node, [36, 40, 15])
+
+    # Refused on the GUI thread by prepare: nothing waits for an upload that cannot be used.
+    with pytest.raises(InputError) as refused:
+        logic.prepareAutoSegment(node, "odd_seg")
+    assert sentence in str(refused.value)
+    with pytest.raises(InputError, match="NaN or infinite"):
+        logic.prepareAutoSegment(node, "odd_seg", existing)
+    with pytest.raises(InputError, match="NaN or infinite"):
+        logic.prepareDeepgrow(node, existing, mine, "odd_grow", [center])
+    assert not logic.preEncode(node)
+    assert stub.requests == [] and stub.uploads == 0
+    assert ss.scene_state(harness) == nodes
+    assert ss.segments_state(existing, node) == segments
+
+
 def test_not_connected_is_a_clear_error(harness, volume_node):
     logic = ClaraAWSLogic(harness.scene)
     with pytest.raises(InputError, match="connect"):

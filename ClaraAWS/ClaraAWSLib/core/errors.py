@@ -6,6 +6,7 @@ so the command line and the Slicer panel can show it as it is.
 
 from __future__ import annotations
 
+import traceback
 from typing import Optional
 
 
@@ -101,3 +102,23 @@ class GeometryError(ClaraError):
 
 class DiscoveryError(ClaraError):
     """AWS discovery of ``ClaraServiceUrl`` failed."""
+
+
+def release_frames(error: Optional[BaseException]) -> None:
+    """Drop the local variables of the finished frames in ``error``'s tracebacks, along its cause and context.
+
+    Libraries keep a caught exception in a local of the frame it passes through (urllib3's
+    create_connection does), so exception, traceback and frame form a cycle; every caller frame above
+    it (``f_back``: the scene logic, its volume and segmentation nodes, the MRML scene) then lives on
+    until the cyclic garbage collector runs, in whatever thread that happens to be. A scene destroyed
+    there closes (StartCloseEvent) off the thread that owns it. Cleared frames keep their line numbers,
+    so a traceback still prints.
+    """
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)  # frames still executing are skipped
+        pending += [current.__cause__, current.__context__]

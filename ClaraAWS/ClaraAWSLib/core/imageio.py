@@ -478,17 +478,62 @@ def as_label_volume(volume: Volume) -> Volume:
 # --- checks before sending -----------------------------------------------------------------
 
 
-def check_finite(volume: Volume) -> None:
+def check_finite(volume: Volume, what: str = "The volume") -> None:
     """Refuse NaN or infinite voxels: a model would segment them as whatever they compare as."""
     array = volume.array
     if array.dtype.kind != "f":
         return
     finite = np.isfinite(array)
-    if not finite.all():
-        bad = int(array.size - np.count_nonzero(finite))
-        raise InputError(
-            f"The volume holds {bad} NaN or infinite voxel{'s' if bad != 1 else ''}; replace them (e.g. with the "
-            "background value) before segmenting."
+    if finite.all():
+        return
+    counter = NonFiniteCount(volume.grid.size)
+    counter.add(array.reshape(-1), 0)
+    raise InputError(counter.sentence(what))
+
+
+class NonFiniteCount:
+    """NaN and infinite voxels of an image on ``size`` (i, j, k), counted over its voxels in file order."""
+
+    def __init__(self, size) -> None:
+        self.size = tuple(int(v) for v in size)
+        self.nan = 0
+        self.infinite = 0
+        self.first: Optional[int] = None
+        self.slices: set = set()
+
+    def add(self, values: np.ndarray, start: int) -> None:
+        """Count ``values``, the voxels from flat index ``start`` on (i fastest, then j, then k)."""
+        bad = ~np.isfinite(values)
+        if not bad.any():
+            return
+        where = np.flatnonzero(bad)
+        nan = int(np.count_nonzero(np.isnan(values[where])))
+        self.nan += nan
+        self.infinite += len(where) - nan
+        if self.first is None:
+            self.first = start + int(where[0])
+        slice_voxels = self.size[0] * self.size[1]
+        self.slices.update(np.unique((start + where) // slice_voxels).tolist())
+
+    @property
+    def total(self) -> int:
+        return self.nan + self.infinite
+
+    def sentence(self, what: str) -> str:
+        """One sentence saying how many voxels are not finite and where, for an InputError."""
+        plane = self.size[0] * self.size[1]
+        first = [self.first % self.size[0], self.first % plane // self.size[0], self.first // plane]
+        kinds = ", ".join(part for part in (f"{self.nan} NaN" if self.nan else "",
+                                            f"{self.infinite} infinite" if self.infinite else "") if part)
+        slices = sorted(self.slices)
+        if len(slices) == 1:
+            where = f"slice k = {slices[0]}"
+        else:
+            where = f"{len(slices)} of its {self.size[2]} slices (k = {slices[0]} to {slices[-1]})"
+        return (
+            f"{what} holds {self.total} NaN or infinite voxel{'s' if self.total != 1 else ''} ({kinds}) in {where}, "
+            f"the first at voxel I,J,K = {first[0]},{first[1]},{first[2]}; replace {'them' if self.total != 1 else 'it'} "
+            "(e.g. with the background value) before segmenting."
         )
 
 
@@ -554,7 +599,7 @@ def read_image_file(path: Union[str, Path]) -> Volume:
         raise InputError(f"The input file {path} cannot be read: permission denied; check the file's permissions.") from None
     except OSError as error:
         raise InputError(f"The input file {path} cannot be read ({error.strerror or error}); check the file.") from None
-    _check_nifti_complete(path, start)
+    voxels = check_nifti_complete(path, start)
     try:
         with quiet_native_stderr():
             image = sitk.ReadImage(str(path))
@@ -571,43 +616,119 @@ def read_image_file(path: Union[str, Path]) -> Volume:
         )
     if 0 in image.GetSize():
         raise InputError(f"{path.name} has no voxels (size {list(image.GetSize())}); check the file.")
-    return Volume.from_sitk(image)
+    volume = Volume.from_sitk(image)
+    if voxels is not None and voxels.dtype.kind == "f":
+        _check_nifti_finite(path, voxels, volume.grid.size)
+    check_finite(volume, path.name)
+    return volume
 
 
-def _check_nifti_complete(path: Path, start: bytes) -> None:
-    """A NIfTI-1 file must hold all the voxels its header promises; ITK would read a cut file's missing part as 0."""
+def check_nifti_complete(path: Path, start: Optional[bytes] = None, *, name: Optional[str] = None,
+                         advice: str = "copy or download it again") -> Optional["_NiftiVoxels"]:
+    """A NIfTI-1 file must hold all the voxels its header promises; ITK would read a cut file's missing part as 0.
+
+    ``start`` is the file's first bytes when already read; messages call the file ``name`` (default: its
+    file name) and end in ``advice``. Returns where a single-file NIfTI-1's voxels are, None for other formats.
+    """
+    name = name or path.name
+    if start is None:
+        with open(path, "rb") as stream:
+            start = stream.read(NIFTI_VOX_OFFSET)
     compressed = start[:2] == b"\x1f\x8b"
     if compressed:
         try:
             with open(path, "rb") as stream:
                 header = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(stream.read(1 << 16), NIFTI_HEADER_SIZE)
         except zlib.error:
-            raise InputError(f"{path.name} is a damaged gzip file; copy or download it again.") from None
+            raise InputError(f"{name} is a damaged gzip file; {advice}.") from None
         if len(header) < NIFTI_HEADER_SIZE and path.name.lower().endswith(".nii.gz"):
-            raise InputError(f"{path.name} is incomplete: it ends inside its NIfTI header; copy or download it again.")
+            raise InputError(f"{name} is incomplete: it ends inside its NIfTI header; {advice}.")
     else:
         header = start
     if len(header) < NIFTI_HEADER_SIZE or header[344:347] not in (b"n+1", b"ni1"):
-        return  # not single-file NIfTI-1: SimpleITK checks other formats itself
+        return None  # not single-file NIfTI-1: SimpleITK checks other formats itself
     endian = "<" if struct.unpack_from("<i", header, 0)[0] == NIFTI_HEADER_SIZE else ">"
     dim = struct.unpack_from(endian + "8h", header, 40)
     if not 1 <= dim[0] <= 7:
-        raise InputError(f"{path.name} has a broken NIfTI header (dim[0] = {dim[0]}); the file is damaged.")
+        raise InputError(f"{name} has a broken NIfTI header (dim[0] = {dim[0]}); the file is damaged.")
     sizes = dim[1 : dim[0] + 1]
     if any(size <= 0 for size in sizes):
         axis = next(n for n, size in enumerate(sizes, start=1) if size <= 0)
-        raise InputError(f"{path.name} has no voxels: its header gives size {sizes[axis - 1]} along axis {axis}; the file is damaged.")
+        raise InputError(f"{name} has no voxels: its header gives size {sizes[axis - 1]} along axis {axis}; the file is damaged.")
     if header[344:347] == b"ni1":
-        return  # the voxels are in a separate .img file
+        return None  # the voxels are in a separate .img file
     bits = struct.unpack_from(endian + "h", header, 72)[0]
     offset = int(struct.unpack_from(endian + "f", header, 108)[0])
     expected = offset + int(np.prod(sizes, dtype=np.int64)) * max(bits, 1) // 8
     present = _inflated_size(path, expected) if compressed else path.stat().st_size
     if present < expected:
         raise InputError(
-            f"{path.name} is incomplete: its header promises {expected} bytes but the file holds only {present}; "
-            "copy or download it again."
+            f"{name} is incomplete: its header promises {expected} bytes but the file holds only {present}; {advice}."
         )
+    code = struct.unpack_from(endian + "h", header, 70)[0]
+    dtype = _DTYPE_BY_NIFTI_CODE.get(code)
+    return _NiftiVoxels(compressed, offset, dtype.newbyteorder(endian)) if dtype is not None else None
+
+
+@dataclass(frozen=True)
+class _NiftiVoxels:
+    compressed: bool
+    offset: int
+    dtype: np.dtype
+
+
+#: Bytes inflated per step while scanning a file's voxels.
+SCAN_BLOCK_BYTES = 16 << 20
+
+
+def _check_nifti_finite(path: Path, voxels: _NiftiVoxels, size) -> None:
+    """Refuse a float NIfTI-1 file holding NaN or infinite voxels, read from its own bytes.
+
+    ITK's NIfTI reader (nifti_read_buffer in its nifti1_io) silently replaces every non-finite value by 0,
+    so the image SimpleITK returns looks clean while the file is not; 0 is a real intensity the model
+    would segment as if it had been measured.
+    """
+    counter = NonFiniteCount(size)
+    wanted = int(np.prod(size, dtype=np.int64)) * voxels.dtype.itemsize
+    done, pending = 0, b""
+    for block in _voxel_bytes(path, voxels, wanted):
+        block = pending + block
+        usable = len(block) - len(block) % voxels.dtype.itemsize
+        counter.add(np.frombuffer(block, dtype=voxels.dtype, count=usable // voxels.dtype.itemsize), done)
+        done += usable // voxels.dtype.itemsize
+        pending = block[usable:]
+    if counter.total:
+        raise InputError(counter.sentence(path.name))
+
+
+def _voxel_bytes(path: Path, voxels: _NiftiVoxels, wanted: int) -> Iterator[bytes]:
+    """The ``wanted`` voxel bytes of a NIfTI-1 file after its header, in blocks (the file is known complete)."""
+    with open(path, "rb") as stream:
+        if not voxels.compressed:
+            stream.seek(voxels.offset)
+            while wanted > 0:
+                block = stream.read(min(SCAN_BLOCK_BYTES, wanted))
+                if not block:
+                    return
+                wanted -= len(block)
+                yield block
+            return
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        skip = voxels.offset
+        while wanted > 0:
+            compressed = inflater.unconsumed_tail or stream.read(1 << 20)
+            if not compressed:
+                return
+            block = inflater.decompress(compressed, SCAN_BLOCK_BYTES)
+            if skip:
+                taken = min(skip, len(block))
+                block, skip = block[taken:], skip - taken
+            block = block[:wanted]
+            wanted -= len(block)
+            if block:
+                yield block
+            if inflater.eof:
+                return
 
 
 def _inflated_size(path: Path, enough: int) -> int:

@@ -15,6 +15,7 @@ from vtk.util import numpy_support
 
 from ..core.errors import GeometryError, InputError
 from ..core.geometry import ImageGrid, Volume
+from ..core.imageio import check_finite
 
 #: Volume node classes that are scalar in the MRML class tree but are not plain scalar intensities.
 _NOT_SCALAR_CLASSES: Tuple[Tuple[str, str], ...] = (
@@ -92,4 +93,7 @@ def export_volume(volume_node) -> Volume:
     scalars = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
     # A copy: the worker thread must never read VTK memory that the GUI thread may change or free.
     array = np.array(scalars, copy=True).reshape(tuple(reversed(grid.size)))
-    return Volume(array, grid)
+    volume = Volume(array, grid)
+    # Here, on the GUI thread, so the panel says it when the button is pressed rather than after a wait.
+    check_finite(volume, f"The volume {_node_label(volume_node)}" if volume_node.GetName() else "The selected volume")
+    return volume

@@ -30,7 +30,7 @@ from ..core.geometry import Volume
 from .edit import SegmentWriteRequest, is_closed_surface_source, surface_source_refusal, write_results
 from .importer import LabelSegment, import_label_volume, segments_for_labels
 from .terminology import assign_colors
-from .requests import RequestSequencer, SegmentationRequest
+from .requests import RequestSequencer, SegmentationRequest, run_detached
 from .sessions import BackgroundCloser, SessionCache
 from .setup import default_scene, ensure_scene_services
 from .undo import UndoHistory
@@ -51,11 +51,19 @@ def _points_json(points: Sequence[Sequence[float]]) -> str:
     return json.dumps([[round(float(value), 4) for value in point] for point in points])
 
 
-def _remove_observers(scene_reference, tags) -> None:
+#: The scene callbacks of every logic, held here for as long as a scene may call them. VTK reports a Python
+#: observer to the cyclic garbage collector as part of the object it observes; a scene the collector frees
+#: would otherwise have its callbacks cleared first and then call them while it closes (a crash).
+_scene_callbacks: Dict[int, tuple] = {}
+
+
+def _remove_observers(scene_reference, tags, callbacks_key: int) -> None:
     scene = scene_reference()
     if scene is not None:
         for tag in tags:
             scene.RemoveObserver(tag)
+        _scene_callbacks.pop(callbacks_key, None)
+    # else: the scene is being freed with its observers still attached; they stay callable until it is gone.
 
 
 def _colors_of(segmentationNode) -> List:
@@ -113,13 +121,15 @@ class ClaraAWSLogic:
             clientOptions["backend"] = backend
         elif self._clientFactory is None:
             clientOptions["backend"] = "auto"
-        client = factory(serverUrl, **clientOptions)
-        try:
-            models = client.models()
-        except Exception:
-            client.close()
-            raise
-        return client, models
+        def open_and_list():
+            client = factory(serverUrl, **clientOptions)
+            try:
+                return client, client.models()
+            except Exception:
+                client.close()
+                raise
+
+        return run_detached(open_and_list)
 
     def disconnect(self) -> None:
         """Forget the current server (GUI thread): its sessions and its client are closed."""
@@ -137,7 +147,7 @@ class ClaraAWSLogic:
         return self.models
 
     def refreshModels(self) -> List[Dict[str, Any]]:
-        self.models = self._requireClient().models()
+        self.models = run_detached(self._requireClient().models)
         return self.models
 
     def model(self, name: str) -> Dict[str, Any]:
@@ -177,7 +187,7 @@ class ClaraAWSLogic:
 
     def _runInRow(self, request: SegmentationRequest):
         started = time.perf_counter()
-        request.run()
+        run_detached(request.run)
         result = self.apply(request)
         self.lastTimings["total"] = time.perf_counter() - started + request.timings.get("export", 0.0)
         return result
@@ -410,7 +420,7 @@ class ClaraAWSLogic:
 
     def nextSample(self, strategy: Optional[str] = None):
         """Blocking: fetch the strategy's next image into a new volume node (None when every image is labeled)."""
-        return self.applyNextSample(self.prepareNextSample(strategy).run())
+        return self.applyNextSample(run_detached(self.prepareNextSample(strategy).run))
 
     def datastoreId(self, volumeNode) -> Optional[str]:
         """The datastore id of a volume fetched from the connected server, else None."""
@@ -428,7 +438,7 @@ class ClaraAWSLogic:
         scene_export.check_scalar_volume(volumeNode)
         if segmentationNode is None or not segmentationNode.IsA("vtkMRMLSegmentationNode"):
             raise InputError("Choose the segmentation whose segments are the label to submit.")
-        values = client.label_values(modelName)
+        values = run_detached(lambda: client.label_values(modelName))
         return scene_loop.prepare_submit(client, client.base_url, volumeNode, segmentationNode, values, tag, uploadConsent)
 
     def applySubmitLabel(self, request: scene_loop.SubmitLabelRequest) -> str:
@@ -437,30 +447,32 @@ class ClaraAWSLogic:
     def submitLabel(self, volumeNode, segmentationNode, modelName: Optional[str] = None, tag: str = "final",
                     uploadConsent: bool = False) -> str:
         """Blocking: submit the segmentation as the volume's label; returns the datastore id."""
-        return self.applySubmitLabel(self.prepareSubmitLabel(volumeNode, segmentationNode, modelName, tag, uploadConsent).run())
+        request = self.prepareSubmitLabel(volumeNode, segmentationNode, modelName, tag, uploadConsent)
+        return self.applySubmitLabel(run_detached(request.run))
 
     def datastoreCounts(self) -> Dict[str, Any]:
         """{"total", "completed", "label_tags"} of the server's datastore (network: call off the GUI thread)."""
-        return self._requireLoopClient().datastore_counts()
+        return run_detached(self._requireLoopClient().datastore_counts)
 
     def strategies(self) -> List[str]:
         """The server's active-learning strategies (network: call off the GUI thread)."""
-        return self._requireLoopClient().strategies()
+        return run_detached(self._requireLoopClient().strategies)
 
     def trainers(self) -> Dict[str, Dict[str, Any]]:
-        return self._requireLoopClient().trainers()
+        return run_detached(self._requireLoopClient().trainers)
 
     def startTraining(self, modelName: str, maxEpochs: Optional[int] = None, **params: Any) -> Dict[str, Any]:
         """Start training on the server (it runs there in the background); network: call off the GUI thread."""
-        return self._requireLoopClient().start_training(modelName, maxEpochs, **params)
+        client = self._requireLoopClient()
+        return run_detached(lambda: client.start_training(modelName, maxEpochs, **params))
 
     def trainingStatus(self):
         """The latest run: .status (SUBMITTED/RUNNING/DONE/ERROR/STOPPED, NONE), .epoch, .total_epochs,
         .best_metric, .details (last log lines), .summary(); network: poll it off the GUI thread."""
-        return self._requireLoopClient().training_status()
+        return run_detached(self._requireLoopClient().training_status)
 
     def stopTraining(self) -> bool:
-        return self._requireLoopClient().stop_training()
+        return run_detached(self._requireLoopClient().stop_training)
 
     def _requireLoopClient(self):
         client = self._requireClient()
@@ -527,14 +539,19 @@ class ClaraAWSLogic:
             if logic is not None:
                 logic._sessions.close_all()
                 logic._undo.clear()
+            if caller is None:  # the scene is being destroyed: it drops its observers right after this event
+                _scene_callbacks.pop(key, None)
 
         scene = self.scene
+        callbacks = (onNodeRemoved, onSceneClose)
+        key = id(callbacks)
+        _scene_callbacks[key] = callbacks
         self._observations = [
             scene.AddObserver(scene.NodeRemovedEvent, onNodeRemoved),
             scene.AddObserver(scene.StartCloseEvent, onSceneClose),
         ]
         # A logic dropped without cleanup() must not leave Python callbacks on a scene that outlives it.
-        self._forgetObservers = weakref.finalize(self, _remove_observers, weakref.ref(scene), list(self._observations))
+        self._forgetObservers = weakref.finalize(self, _remove_observers, weakref.ref(scene), list(self._observations), key)
         self._forgetObservers.atexit = False
 
     def _forgetNode(self, node) -> None:

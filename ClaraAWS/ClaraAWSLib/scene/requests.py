@@ -11,18 +11,51 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
 from ..backends import AUTO_SEGMENT
-from ..core.errors import CancelledError, GeometryError
+from ..core.errors import CancelledError, GeometryError, release_frames
 from ..core.geometry import ImageGrid, Volume, result_on_grid
 from ..core.imageio import SliceLimit
 from ..core.progress import Stage, StageProgress
 from .labelmaps import EMPTY_BOX, Box, box_is_empty, box_slices, mask_bounds
 from .write_rule import SegmentResult
 
+
+T = TypeVar("T")
+
+
+def run_detached(work: Callable[[], T]) -> T:
+    """``work()`` on a short-lived thread of its own; its result is returned here, its error raised here.
+
+    HTTP libraries leave reference cycles behind (urllib3 keeps exceptions of connections it retried in
+    locals of their frames), and a cycle holds every frame of the stack it was made on. Run on the
+    caller's stack, that would be the frames holding the logic, the volume and segmentation nodes and so
+    the MRML scene, which then outlives being dropped until Python's cyclic collector frees it: in any
+    thread, and in an order that can run a scene observer the collector has already cleared (a crash).
+    On a stack of its own, such garbage holds only ``work`` and what it refers to, which is no MRML.
+    """
+    outcome: Dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = work()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller as it is
+            release_frames(error)
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, name="ClaraAWS request", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        error = outcome.pop("error")
+        try:
+            raise error
+        finally:
+            del error  # no cycle between this frame and the traceback that includes it
+    return outcome.pop("result")
 
 
 class RequestSequencer:

@@ -13,6 +13,8 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
+from ..core.errors import InputError
+from ..core.imageio import check_nifti_complete
 from .limits import MIN_IMAGE_EDGE_VOXELS
 from .problems import InvalidImage, PayloadTooLarge
 from .upload import UploadedFile
@@ -39,7 +41,12 @@ def read_upload(upload: UploadedFile, max_voxels: Optional[int] = None) -> sitk.
     try:
         reader.ReadImageInformation()
         _check_size(reader.GetSize(), max_voxels)
+        if IMAGE_IOS[suffix] == "NiftiImageIO":
+            # ITK reads the missing end of a cut NIfTI file as zeros, and the model would segment them.
+            check_nifti_complete(upload.path, name=f"The uploaded {suffix} image", advice="the upload was cut short: send it again")
         image = reader.Execute()
+    except InputError as exc:
+        raise InvalidImage(str(exc)) from None
     except RuntimeError as exc:
         # ITK's text names the server's temp file: it goes to the server log, not to the client.
         log.info("Could not read an uploaded %s image: %s", suffix, str(exc).strip()[-300:])

@@ -39,6 +39,7 @@ from ...core.errors import (
     ServerUnreachableError,
     SessionExpiredError,
     TLSError,
+    release_frames,
 )
 from ...core.compression import BackgroundEncode, WireHistory, choose_level, machine_speeds
 from ...core.crop import BodyCrop, body_box, crop_volume
@@ -616,6 +617,7 @@ class AIAAClient:
                     raise _status_error(response, url, what, body.size_bytes if body is not None else 0)
                 content = self._read_body(response, download_progress, cancel, max_bytes)
         except (requests.exceptions.RequestException, ServerError) as error:
+            release_frames(error)
             if deadline.cancelled:
                 raise CancelledError("The request was cancelled; nothing was changed.") from error
             if deadline.expired and not isinstance(error, ServerTimeoutError):
@@ -649,10 +651,12 @@ class AIAAClient:
         headers = {"Accept": "multipart/form-data, application/json;q=0.9, */*;q=0.1"}
         if body is not None:
             headers["Content-Type"] = body.content_type
-        return self.http.request(
+        response = self.http.request(
             method, url, params=params, data=body, headers=headers, timeout=self.timeout, verify=self.verify,
             stream=True, allow_redirects=False, auth=self._credentials,
         )
+        _check_framing(response, url)
+        return response
 
     def _redirect_target(
         self, response: requests.Response, method: str, url: str, body: Optional[UploadBody]
@@ -712,6 +716,9 @@ class AIAAClient:
             )
         if isinstance(error, requests.exceptions.ConnectionError):
             return ServerUnreachableError(_unreachable_message(url, error), details=text)
+        disagreeing = re.search(r"Content-Length contained multiple unmatching values \(([^)]*)\)", text)
+        if isinstance(error, requests.exceptions.InvalidHeader) and disagreeing:  # urllib3 refuses these itself
+            return _framing_error(url, disagreeing.group(1), text)
         return ServerUnreachableError(
             f"The request to {host} failed before an answer arrived ({type(error).__name__}); try again.", details=text
         )
@@ -872,6 +879,36 @@ def _session_path(session_id: str) -> str:
             "may not (letters, digits and . _ ~ - only); the server is faulty or hostile."
         )
     return "/session/" + quote(session_id, safe="")
+
+
+_CONTENT_LENGTH = re.compile(r"[0-9]+")
+
+
+def _check_framing(response: requests.Response, url: str) -> None:
+    """Refuse an answer whose Content-Length is not a number (or a list of one number repeated, RFC 9110 §8.6).
+
+    RFC 9112 §6.3 makes such framing an unrecoverable error: neither side can know where the answer ends,
+    so a body read "to the close" may be cut short or hold a smuggled second answer. http.client and urllib3
+    would quietly read to the close instead.
+    """
+    declared = response.headers.get("Content-Length")
+    if declared is None:
+        return
+    values = {value.strip() for value in declared.split(",")}
+    if len(values) == 1 and _CONTENT_LENGTH.fullmatch(next(iter(values))):
+        return
+    response.close()
+    raise _framing_error(url, declared)
+
+
+def _framing_error(url: str, declared: str, details: str = "") -> MalformedResponseError:
+    shown = declared if len(declared) <= 40 else declared[:40] + "..."
+    return MalformedResponseError(
+        f"The server at {origin_text(url)} answered with an invalid Content-Length ({shown!r}), so where its answer "
+        "ends cannot be known (RFC 9112 §6.3); the answer was refused and nothing was changed: check the server "
+        "or the proxy in front of it.",
+        details=details,
+    )
 
 
 def _declared_length(response: requests.Response) -> Optional[int]:
