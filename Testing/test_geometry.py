@@ -66,3 +66,20 @@ def test_broken_grids_are_refused():
     with pytest.raises(GeometryError, match="not a rotation"):
         ImageGrid((2, 2, 2), (1, 1, 1), (0, 0, 0), np.diag([1.0, 1.0, 0.0]))
     assert ImageGrid((2, 2, 2), (1, 1, 1), (0, 0, 0), rotation(10, 20, 30)).size == (2, 2, 2)
+
+
+def test_a_result_that_is_a_box_of_the_lattice_is_placed_at_its_offset_not_resampled(oblique_grid):
+    # The answer's header as the server wrote it: float32 origin of a crop of the grid as sent.
+    from ClaraAWSLib.core.geometry import LabelBox, result_on_grid, sub_grid
+
+    start, size = (7, 4, 3), (9, 6, 5)
+    crop = sub_grid(oblique_grid, start, size)
+    crop = ImageGrid(crop.size, np.float32(crop.spacing), np.float32(crop.origin), np.float32(crop.direction))
+    box = np.random.default_rng(2).integers(0, 3, size=size[::-1]).astype(np.uint8)
+    placed = result_on_grid(Volume(box, crop), oblique_grid)
+    expected = np.zeros(oblique_grid.size[::-1], np.uint8)
+    expected[3:8, 4:10, 7:16] = box
+    assert np.array_equal(placed.array, expected)
+    on_grid = LabelBox(crop, (1, 0, 2), box[2:, :, 1:]).on_grid(oblique_grid)
+    assert on_grid.start == (8, 4, 5) and np.array_equal(on_grid.array, box[2:, :, 1:])
+    assert np.array_equal(on_grid.volume().array[5:8, 4:10, 8:16], box[2:, :, 1:])

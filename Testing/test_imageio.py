@@ -175,3 +175,50 @@ def test_non_finite_voxels_in_a_nifti_file_are_counted_from_its_own_bytes(tmp_pa
     array[np.isinf(array) | np.isnan(array)] = 0
     sitk.WriteImage(sitk.GetImageFromArray(array), str(path), suffix.endswith(".gz"))
     assert np.array_equal(read_image_file(path).array, array)
+
+
+def _box_of(array: np.ndarray):
+    """(start i, j, k), box of the non-zero voxels of a [k, j, i] array, computed here with argwhere."""
+    where = np.argwhere(array)
+    low, high = where.min(axis=0), where.max(axis=0) + 1
+    return (int(low[2]), int(low[1]), int(low[0])), array[low[0]:high[0], low[1]:high[1], low[2]:high[2]]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.float32, np.int64])
+def test_an_edits_answer_decodes_to_its_labelled_box(tmp_path, oblique_grid, monkeypatch, dtype):
+    import ClaraAWSLib.core.imageio as imageio
+    from ClaraAWSLib.core.imageio import decode_label_box
+
+    monkeypatch.setattr(imageio, "BOX_INFLATE_STEP", 1000)  # steps that split voxels and slices
+    monkeypatch.setattr(imageio, "_ZEROS", bytes(1000))
+    array = np.zeros(oblique_grid.size[::-1], np.uint8)
+    array[7:12, 3:9, 30:41] = 2
+    array[9, 20, 5] = 1  # a second island widens the box
+    labels = Volume(array.astype(dtype), oblique_grid)
+    start, box = _box_of(array)
+    for data in (encode_volume(labels).data, _written_by_simpleitk(tmp_path, labels)):
+        decoded = decode_label_box(data, "r.nii.gz")
+        assert decoded.grid.matches(oblique_grid) and decoded.start == start
+        assert decoded.array.dtype in (np.uint8, np.uint16) and np.array_equal(decoded.array, box)
+    # Two gzip members, as some writers produce, and a cut stream.
+    data = encode_volume(labels).data
+    raw = gzip.decompress(data)
+    two = gzip.compress(raw[:5000]) + gzip.compress(raw[5000:])
+    assert np.array_equal(decode_label_box(two).array, box)
+    with pytest.raises(MalformedResponseError, match="shorter than its header|damaged gzip"):
+        decode_label_box(data[: len(data) // 2])
+
+
+def test_an_edits_answer_box_respects_the_slice_limit_and_the_label_rules(oblique_grid):
+    from ClaraAWSLib.core.imageio import SliceLimit, decode_label_box
+
+    array = np.zeros(oblique_grid.size[::-1], np.float32)
+    array[2:4, 5:7, 8:10] = 1
+    array[20, 5, 8] = 1  # beyond the slices the edit needs
+    decoded = decode_label_box(encode_volume(Volume(array, oblique_grid)).data, needed=SliceLimit(oblique_grid, 10))
+    assert decoded.start == (8, 5, 2) and decoded.array.shape == (2, 2, 2) and decoded.array.all()
+    assert decode_label_box(encode_volume(Volume(np.zeros_like(array), oblique_grid)).data).is_empty
+    for value, words in ((0.5, "fractional"), (-1.0, "negative")):
+        array[3, 6, 9] = value
+        with pytest.raises(MalformedResponseError, match=words):
+            decode_label_box(encode_volume(Volume(array, oblique_grid)).data)

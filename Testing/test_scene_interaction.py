@@ -204,3 +204,52 @@ def test_points_of_a_non_linearly_transformed_volume_are_refused(harness, stub, 
     # Auto-segmentation needs no point conversion: its result simply goes under the same transform.
     seg = logic.autoSegment(node, "odd_seg")
     assert seg.GetTransformNodeID() == transform.GetID()
+
+
+_STUB_IN_ITS_OWN_PROCESS = """
+import sys
+sys.path.insert(0, {testing!r})
+from scene_aiaa_stub import OddAIAAServer
+with OddAIAAServer() as stub:
+    print(stub.url, flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_later_click_holds_only_the_labelled_box_of_a_full_grid_answer(harness):
+    # A MONAI Label-like answer: the whole grid, no crop box, labels in a small region. The server runs in a
+    # process of its own, so the memory traced here is the client's alone.
+    import subprocess
+    import sys
+    import tracemalloc
+    from pathlib import Path
+
+    grid = ImageGrid((256, 240, 64), (0.8, 0.9, 2.5), (-80.5, 41.0, -210.25), ss.rotation((0.4, 1.0, -0.2), 21.0))
+    array = np.zeros(grid.size[::-1], np.int16)
+    array[24:31, 70:95, 101:130] = 100  # one label (above the stub's low threshold)
+    array[27, 80, 110] = 200  # and one voxel of another
+    node = ss.add_volume(harness, Volume(array, grid), transform_node=ss.add_transform(harness, ss.linear_transform()))
+    segmentation = ss.new_segmentation(harness, node, transform_node=node.GetParentTransformNode())
+    segment = segmentation.GetSegmentation().AddEmptySegment("", "region", [0.2, 0.8, 0.4])
+    testing = str(Path(__file__).resolve().parent)
+    server = subprocess.Popen([sys.executable, "-c", _STUB_IN_ITS_OWN_PROCESS.format(testing=testing)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        logic = ClaraAWSLogic(harness.scene)
+        logic.connect(server.stdout.readline().strip())
+        clicks = _world(node, [[110, 80, 27], [120, 90, 25]])
+        logic.deepgrow(node, segmentation, segment, MODEL, clicks[:1])  # the first click uploads the volume
+        request = logic.prepareDeepgrow(node, segmentation, segment, MODEL, clicks)
+        tracemalloc.start()
+        request.run()
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        logic.apply(request)
+        logic.cleanup()
+    finally:
+        server.stdin.close()
+        server.wait(10)
+    # Inflating steps and zlib hold ~0.7 MB whatever the grid; the whole answer would be array.size bytes and more.
+    assert peak < array.size / 4, f"{peak} bytes held for a {array.size}-voxel answer"
+    assert request.label_values == (1, 2)
+    assert np.array_equal(ss.segment_on_volume(segmentation, segment, node), array > 60)

@@ -67,7 +67,7 @@ def main() -> None:
                 started = time.perf_counter()
                 logic.apply(request)
                 ours.append(prepared + time.perf_counter() - started)
-                rewrite.append(_whole_volume_rewrite(slicer, ss, seg, volume_node, request.labels.array > 0))
+                rewrite.append(_whole_volume_rewrite(slicer, ss, seg, volume_node, request.edit_volume().array > 0))
             results[layout] = (ours, rewrite)
         logic.cleanup()
     for layout, (ours, rewrite) in results.items():

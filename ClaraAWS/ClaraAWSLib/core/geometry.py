@@ -185,13 +185,37 @@ def _corners_in_index_space(source: ImageGrid, target: ImageGrid) -> np.ndarray:
     return target.lps_to_continuous_index(lps[:, :3])
 
 
-def result_on_grid(labels: Volume, grid: ImageGrid) -> Volume:
-    """The server's label image on ``grid`` (nearest neighbour); GeometryError when it cannot be placed."""
-    if labels.grid.matches(grid):
-        return Volume(labels.array, grid)
-    if labels.grid.size == grid.size and _has_default_geometry(labels.grid) and not _has_default_geometry(grid):
+def lattice_offset(result: ImageGrid, grid: ImageGrid):
+    """(i, j, k) of ``result``'s first voxel on ``grid`` when the result's voxels are voxels of ``grid``, else None.
+
+    The one rule by which every path places a server's answer without resampling: the grid as sent (up to
+    the float32 precision of a NIfTI header: offset (0, 0, 0)), a box of it such as a crop or an answer cut
+    to its labels (its whole-voxel offset), or the voxels of the image as sent under a dropped header.
+    """
+    if result.matches(grid):
+        return (0, 0, 0)
+    if result.size == grid.size and _has_default_geometry(result) and not _has_default_geometry(grid):
         # The server wrote the voxels of the image as sent but dropped the header; the voxel order is the input's.
+        return (0, 0, 0)
+    if _has_default_geometry(result) and not _has_default_geometry(grid):
+        return None
+    return voxel_offset(result, grid)
+
+
+def result_on_grid(labels: Volume, grid: ImageGrid) -> Volume:
+    """The server's label image on ``grid``: placed by ``lattice_offset`` when its voxels are ``grid``'s, else
+    resampled (nearest neighbour); GeometryError when it cannot be placed."""
+    offset = lattice_offset(labels.grid, grid)
+    if offset == (0, 0, 0) and labels.grid.size == grid.size:
         return Volume(labels.array, grid)
+    if offset is not None:
+        placed = place_in_grid(Volume(labels.array, labels.grid), grid, offset)
+        if labels.array.any() and not placed.array.any():
+            raise GeometryError(
+                f"The server's result ({labels.grid.describe()}) has labels only outside the volume; "
+                "its geometry is wrong, so it cannot be placed: check the server's output writer."
+            )
+        return placed
     if _has_default_geometry(labels.grid) and not _has_default_geometry(grid):
         raise GeometryError(
             f"The server's result has size {list(labels.grid.size)} instead of {list(grid.size)} and no geometry "
@@ -249,3 +273,55 @@ def place_in_grid(labels: Volume, big: ImageGrid, offset: Sequence[int]) -> Volu
         source.append(slice(start - low, stop - low))
     out[tuple(target)] = labels.array[tuple(source)]
     return Volume(out, big)
+
+
+@dataclass(frozen=True)
+class LabelBox:
+    """The labelled part of a label image on ``grid``: ``array`` ([k, j, i]) holds the voxels from ``start``
+    (i, j, k) on; every voxel of ``grid`` outside it is 0. An interactive edit's answer covers a whole CT
+    but labels a small region: this is all of it an edit needs to hold."""
+
+    grid: ImageGrid
+    start: Tuple[int, int, int]
+    array: np.ndarray  # shape (0, 0, 0) when no voxel is labelled
+
+    @classmethod
+    def of_volume(cls, volume: Volume) -> "LabelBox":
+        array = volume.array
+        if not array.any():
+            return cls(volume.grid, (0, 0, 0), np.zeros((0, 0, 0), array.dtype))
+        k, j, i = (np.flatnonzero(array.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
+        box = array[k[0]:k[-1] + 1, j[0]:j[-1] + 1, i[0]:i[-1] + 1]
+        return cls(volume.grid, (int(i[0]), int(j[0]), int(k[0])), np.ascontiguousarray(box))
+
+    @property
+    def is_empty(self) -> bool:
+        return self.array.size == 0
+
+    def volume(self) -> Volume:
+        """The whole label image (allocates the full grid: for paths that need it)."""
+        out = np.zeros(self.grid.size[::-1], dtype=self.array.dtype)
+        if not self.is_empty:
+            i, j, k = self.start
+            out[k:k + self.array.shape[0], j:j + self.array.shape[1], i:i + self.array.shape[2]] = self.array
+        return Volume(out, self.grid)
+
+    def on_grid(self, grid: ImageGrid) -> "LabelBox":
+        """The same labels on ``grid`` by the rule of ``lattice_offset`` (exact, clipped to ``grid``), else resampled
+        whole; GeometryError when they cannot be placed."""
+        offset = lattice_offset(self.grid, grid)
+        if offset is None:
+            return LabelBox.of_volume(result_on_grid(self.volume(), grid))
+        if self.is_empty:
+            return LabelBox(grid, (0, 0, 0), self.array)
+        start = [s + o for s, o in zip(self.start, offset)]
+        low = [max(0, v) for v in start]
+        high = [min(n, v + extent) for v, n, extent in zip(start, grid.size, self.array.shape[::-1])]
+        if any(h <= lo for lo, h in zip(low, high)):
+            raise GeometryError(
+                f"The server's result ({self.grid.describe()}) has labels only outside the volume; "
+                "its geometry is wrong, so it cannot be placed: check the server's output writer."
+            )
+        cut = self.array[low[2] - start[2]:high[2] - start[2], low[1] - start[1]:high[1] - start[1],
+                         low[0] - start[0]:high[0] - start[0]]
+        return LabelBox(grid, tuple(low), np.ascontiguousarray(cut))

@@ -20,13 +20,11 @@ import time
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-import numpy as np
 import vtk
 
 from . import export as scene_export, loop as scene_loop, placement as scene_placement, points as scene_points
 from ..backends import ANNOTATE, AUTO_SEGMENT, DEEPGROW, MIN_EXTREME_POINTS
 from ..core.errors import ClaraError, GeometryError, InputError
-from ..core.geometry import Volume
 from .edit import SegmentWriteRequest, is_closed_surface_source, surface_source_refusal, write_results
 from .importer import LabelSegment, import_label_volume, segments_for_labels
 from .terminology import assign_colors
@@ -354,11 +352,8 @@ class ClaraAWSLogic:
         description = f"{request.kind} with {request.model_name}"
         segmentId = request.segment_id
         if segmentationNode is None:
-            labels = np.zeros(request.labels.array.shape, np.uint8)
-            region = request.edit_region()
-            labels[region] = request.labels.array[region] > 0  # only this box of the result may change the segment
             outcome = import_label_volume(
-                volumeNode, Volume(labels, request.grid), [LabelSegment(1, self._newSegmentName(None, request.model))],
+                volumeNode, request.edit_volume(), [LabelSegment(1, self._newSegmentName(None, request.model))],
                 None, tags=tags, node_name=f"{volumeNode.GetName()} {request.model_name}", description=description,
             )
             segmentationNode, segmentId = outcome.segmentation_node, outcome.segment_ids[0]

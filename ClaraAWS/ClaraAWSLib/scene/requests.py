@@ -17,10 +17,10 @@ import numpy as np
 
 from ..backends import AUTO_SEGMENT
 from ..core.errors import CancelledError, GeometryError, release_frames
-from ..core.geometry import ImageGrid, Volume, result_on_grid
+from ..core.geometry import ImageGrid, LabelBox, Volume, result_on_grid
 from ..core.imageio import SliceLimit
 from ..core.progress import Stage, StageProgress
-from .labelmaps import EMPTY_BOX, Box, box_is_empty, box_slices, mask_bounds
+from .labelmaps import EMPTY_BOX, Box, box_intersection, box_is_empty, box_slices, mask_bounds
 from .write_rule import SegmentResult
 
 
@@ -103,7 +103,8 @@ class SegmentationRequest:
     before_write: Optional[Callable[[Any], None]] = None
     timings: Dict[str, float] = field(default_factory=dict)
     # --- produced by run() -------------------------------------------------------------------------
-    labels: Optional[Volume] = None
+    labels: Optional[Volume] = None  # auto-segmentation: the result on the grid as sent
+    result_labels: Optional[LabelBox] = None  # an edit: only the labelled box of the result, on the grid as sent
     label_values: Tuple[int, ...] = ()
     result_params: Dict[str, Any] = field(default_factory=dict)
     result_box: Box = EMPTY_BOX  # edits: where the result has voxels inside the edit region (i0, i1, j0, j1, k0, k1)
@@ -152,17 +153,22 @@ class SegmentationRequest:
             self.timings[stage] = self.timings.get(stage, 0.0) + float(seconds)
         self.result_params = dict(result.params or {})
         decode_started = time.perf_counter()
-        # An edit changes only its box: slices after it need not even be inflated.
-        needed = None if self.kind == AUTO_SEGMENT else SliceLimit(self.grid, self.edit_region()[0].stop)
-        labels = result.labels(needed)
-        self.timings["decode"] = time.perf_counter() - decode_started
-        resample_started = time.perf_counter()
-        self.labels = result_on_grid(labels, self.grid)
-        self.timings["resample"] = time.perf_counter() - resample_started
-        # An edit reads only its box of the result; sorting a whole volume's voxels would cost a click ~0.1 s.
-        values = self.labels.array if self.kind == AUTO_SEGMENT else self.labels.array[self.edit_region()]
-        self.label_values = tuple(int(v) for v in np.unique(values[values != 0]))
-        if self.kind != AUTO_SEGMENT:
+        if self.kind == AUTO_SEGMENT:
+            labels = result.labels()
+            self.timings["decode"] = time.perf_counter() - decode_started
+            resample_started = time.perf_counter()
+            self.labels = result_on_grid(labels, self.grid)
+            self.timings["resample"] = time.perf_counter() - resample_started
+            values = self.labels.array
+            self.label_values = tuple(int(v) for v in np.unique(values[values != 0]))
+        else:
+            # An edit changes only its region, and its answer labels little of it: decode only the labelled
+            # box (slices after the region are not even inflated) and never hold or scan the whole grid.
+            box = result.label_box(SliceLimit(self.grid, self.edit_region()[0].stop))
+            self.timings["decode"] = time.perf_counter() - decode_started
+            resample_started = time.perf_counter()
+            self.result_labels = box.on_grid(self.grid)
+            self.timings["resample"] = time.perf_counter() - resample_started
             self.find_result_box()
         self.timings["run"] = time.perf_counter() - started
         if cancel is not None and cancel.is_set():
@@ -172,21 +178,44 @@ class SegmentationRequest:
 
     # --- what part of the result an interactive edit may change ------------------------------------
     def find_result_box(self) -> None:
-        """Where the result has voxels inside the edit region, so the GUI thread touches only that box."""
-        region = self.edit_region()
-        self.result_box = mask_bounds(self.labels.array[region] != 0, (region[2].start, region[1].start, region[0].start))
+        """Where the result has voxels inside the edit region (``result_box``) and which values they hold."""
+        found = self._labels_in(self._region_box())
+        if found is None:
+            self.result_box, self.label_values = EMPTY_BOX, ()
+            return
+        clipped, values = found
+        self.result_box = mask_bounds(values != 0, clipped[0::2])
+        self.label_values = tuple(int(v) for v in np.unique(values[values != 0]))
+
+    def _region_box(self) -> Box:
+        k, j, i = self.edit_region()
+        return (i.start, i.stop - 1, j.start, j.stop - 1, k.start, k.stop - 1)
+
+    def _labels_in(self, box: Box) -> Optional[Tuple[Box, np.ndarray]]:
+        """(where, voxels) of the result on ``box``, as far as its labelled box reaches; None where it has none."""
+        labels = self.result_labels
+        if labels is None or labels.is_empty or box_is_empty(box):
+            return None
+        (k_size, j_size, i_size), (i0, j0, k0) = labels.array.shape, labels.start
+        own: Box = (i0, i0 + i_size - 1, j0, j0 + j_size - 1, k0, k0 + k_size - 1)
+        clipped = box_intersection(own, box)
+        return None if box_is_empty(clipped) else (clipped, labels.array[box_slices(clipped, own)])
+
+    def _result_mask(self) -> np.ndarray:
+        found = None if box_is_empty(self.result_box) else self._labels_in(self.result_box)
+        return np.zeros((0, 0, 0), bool) if found is None else found[1] != 0
 
     def segment_result(self, image_to_frame) -> SegmentResult:
         """The edit as the write rule takes it: inside the edit region the segment becomes the result."""
-        k, j, i = self.edit_region()
-        region: Box = (i.start, i.stop - 1, j.start, j.stop - 1, k.start, k.stop - 1)
+        return SegmentResult(self._region_box(), self._result_mask(), self.result_box, image_to_frame)
+
+    def edit_volume(self) -> Volume:
+        """The edit's result as a whole 0/1 image on the grid as sent (inside the region only), for a new segmentation."""
         size = self.grid.size
-        whole: Box = (0, size[0] - 1, 0, size[1] - 1, 0, size[2] - 1)
-        if box_is_empty(self.result_box):
-            mask = np.zeros((0, 0, 0), bool)
-        else:
-            mask = self.labels.array[box_slices(self.result_box, whole)] != 0
-        return SegmentResult(region, mask, self.result_box, image_to_frame)
+        labels = np.zeros(size[::-1], np.uint8)
+        if not box_is_empty(self.result_box):
+            labels[box_slices(self.result_box, (0, size[0] - 1, 0, size[1] - 1, 0, size[2] - 1))] = self._result_mask()
+        return Volume(labels, self.grid)
 
     def edit_region(self) -> Tuple[slice, slice, slice]:
         """``[k, j, i]`` slices of the result that replace the segment's voxels (crop box, 2D slice)."""

@@ -43,12 +43,13 @@ from ...core.errors import (
 )
 from ...core.compression import BackgroundEncode, WireHistory, choose_level, machine_speeds
 from ...core.crop import BodyCrop, body_box, crop_volume
-from ...core.geometry import ImageGrid, Volume, place_in_grid, voxel_offset
+from ...core.geometry import ImageGrid, LabelBox, Volume, place_in_grid, voxel_offset
 from ...core.imageio import (
     EncodedImage,
     SliceLimit,
     as_label_volume,
     decode_image,
+    decode_label_box,
     encode_volume,
     max_result_voxels,
     read_image_file,
@@ -155,6 +156,13 @@ class AIAAResult:
         if self.full_grid is not None and self.input_grid is not None:
             labels = place_cropped_result(labels, self.input_grid, self.full_grid)
         return labels
+
+    def label_box(self, needed: Optional[SliceLimit] = None) -> LabelBox:
+        """Only the labelled box of the result (see ``imageio.decode_label_box``): what an interactive edit needs."""
+        if self.image_bytes is None or self.full_grid is not None:
+            return LabelBox.of_volume(self.labels(needed))
+        return decode_label_box(self.image_bytes, self.filename or "", needed=needed,
+                                max_voxels=max_result_voxels(self.input_grid))
 
 
 def place_cropped_result(labels: Volume, sent: ImageGrid, full: ImageGrid) -> Volume:

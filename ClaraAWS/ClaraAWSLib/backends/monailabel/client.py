@@ -29,7 +29,7 @@ from ...core.errors import (
     ServerUnreachableError,
     SessionExpiredError,
 )
-from ...core.geometry import ImageGrid, Volume
+from ...core.geometry import ImageGrid, LabelBox, Volume
 from ...core.imageio import (
     EncodedImage,
     SliceLimit,
@@ -77,6 +77,12 @@ class MONAILabelResult(AIAAResult):
         if self.only_value is None:
             return volume
         return Volume((volume.array == self.only_value).astype(volume.array.dtype), volume.grid)
+
+    def label_box(self, needed: Optional[SliceLimit] = None) -> LabelBox:
+        box = super().label_box(needed)
+        if self.only_value is None:
+            return box
+        return LabelBox(box.grid, box.start, (box.array == self.only_value).astype(box.array.dtype))
 
 
 @dataclass
