@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from ClaraAWSLib.core import errors
-from ClaraAWSLib.backends.aiaa.client import AIAAClient, normalise_base_url
+from ClaraAWSLib.backends.aiaa.client import AIAAClient
+from ClaraAWSLib.backends.transport import normalise_base_url
 from ClaraAWSLib.core.geometry import ImageGrid, Volume
 
 TINY = Volume(np.zeros((4, 5, 6), np.int16), ImageGrid((6, 5, 4), (1, 1, 1), (0, 0, 0)))

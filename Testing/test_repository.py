@@ -114,6 +114,36 @@ def test_scene_panel_and_cli_know_only_the_backend_seam():
             assert "backends." not in path.read_text().replace("from ..backends import", ""), path
 
 
+BACKEND_PACKAGES = ("aiaa", "monailabel")
+
+
+def _backend_imports(path: Path):
+    """Which backend package each import of ``path`` (a file of backends/) names, relative or absolute."""
+    parts = path.relative_to(LIB / "backends").parts
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(parts[:-1])[: len(parts) - node.level]
+                target = base + (node.module.split(".") if node.module else [])
+            else:
+                target = (node.module or "").split(".")[2:] if (node.module or "").startswith("ClaraAWSLib.backends") else []
+            if target and target[0] in BACKEND_PACKAGES:
+                yield target[0]
+            elif not target:  # from .. import aiaa
+                yield from (alias.name for alias in node.names if alias.name in BACKEND_PACKAGES)
+
+
+def test_no_backend_imports_another_and_the_transport_imports_none():
+    """The wire is every backend's (backends/transport/); shared rules and records live beside the seam."""
+    for package in BACKEND_PACKAGES + ("transport",):
+        for path in sorted((LIB / "backends" / package).rglob("*.py")):
+            others = set(_backend_imports(path)) - {package}
+            assert others == set(), f"{path.relative_to(LIB)} imports the {others} backend"
+    for path in (LIB / "backends").glob("*.py"):  # the seam, rules, results: no protocol module either
+        if path.name != "__init__.py":
+            assert set(_backend_imports(path)) == set(), path
+
+
 def test_the_import_rules_catch_a_wrong_import(tmp_path, monkeypatch):
     # The rules above must fail on a file that breaks them (the check itself is tested, not assumed).
     fake = tmp_path / "ClaraAWSLib"

@@ -9,7 +9,8 @@ import threading
 import numpy as np
 import pytest
 
-from ClaraAWSLib.backends.aiaa.client import AIAAClient, server_wire
+from ClaraAWSLib.backends.aiaa.client import AIAAClient
+from ClaraAWSLib.backends.transport import server_wire
 from ClaraAWSLib.core.compression import (
     MIN_MEASURED_UPLOAD_BYTES,
     BackgroundEncode,

@@ -43,7 +43,8 @@ import numpy as np
 import requests
 import SimpleITK as sitk
 
-from ClaraAWSLib.backends.aiaa.client import AIAAClient, server_wire
+from ClaraAWSLib.backends.aiaa.client import AIAAClient
+from ClaraAWSLib.backends.transport import server_wire
 from ClaraAWSLib.core.compression import machine_speeds
 from ClaraAWSLib.core.crop import BodyCrop
 from ClaraAWSLib.core.imageio import SliceLimit

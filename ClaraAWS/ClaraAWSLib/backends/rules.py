@@ -1,11 +1,15 @@
 """Rules every backend shares: a model must be of a type that does the task, an annotation needs six or more
-extreme points, and points must lie in the image."""
+extreme points, points are voxel indices that lie in the image, and a server's session id may not change a
+request's path."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import json
+import re
+from typing import Any, List, Mapping, Sequence
+from urllib.parse import quote
 
-from ..core.errors import InputError
+from ..core.errors import InputError, MalformedResponseError
 from ..core.geometry import ImageGrid
 
 #: An extreme-points annotation needs the outermost voxel of the structure at each end of each axis.
@@ -43,3 +47,32 @@ def check_points_inside(params: Mapping[str, Any], grid: ImageGrid) -> None:
                     f"{name} {number} at voxel {list(point)} lies outside the volume of {list(size)} voxels; "
                     "give indices from 0 to size-1 along each axis."
                 )
+
+
+#: Session ids go into request paths: only these characters, and never only dots ("..").
+SESSION_ID_PATTERN = re.compile(r"(?!\.+$)[A-Za-z0-9._~-]{1,256}")
+
+
+def index_points(points: Sequence[Sequence[Any]], what: str) -> List[List[int]]:
+    """Points as whole voxel indices [i, j, k] (rounded); one InputError for a point that is not three numbers."""
+    result = []
+    for number, point in enumerate(points or (), start=1):
+        values = list(point)
+        if len(values) != 3:
+            raise InputError(f"The {what} {number} has {len(values)} coordinates; points are voxel indices [i, j, k].")
+        try:
+            result.append([int(round(float(v))) for v in values])
+        except (TypeError, ValueError) as error:
+            raise InputError(f"The {what} {number} ({values}) is not numeric; points are voxel indices [i, j, k].") from error
+    return result
+
+
+
+def session_path(session_id: str) -> str:
+    """``/session/<id>``, for an id of safe characters only (a server's id could otherwise rewrite the path)."""
+    if not isinstance(session_id, str) or not SESSION_ID_PATTERN.fullmatch(session_id):
+        raise MalformedResponseError(
+            f"The server sent the session id {json.dumps(session_id)[:60]}, which holds characters a session id "
+            "may not (letters, digits and . _ ~ - only); the server is faulty or hostile."
+        )
+    return "/session/" + quote(session_id, safe="")

@@ -11,17 +11,10 @@ from typing import Any, Mapping, Optional, Sequence
 
 from ...core.errors import InputError
 from .. import ANNOTATE, AUTO_SEGMENT, DEEPEDIT, DEEPGROW
-from ..rules import require_model_type
-from ..aiaa.client import _index_points
-from .client import (
-    MONAILabelClient,
-    MONAILabelResult,
-    MONAILabelSession,
-    TrainingStatus,
-    click_params,
-    generated_image_id,
-    label_map,
-)
+from ..rules import index_points, require_model_type
+from .answers import MONAILabelResult, TrainingStatus, click_params, label_map
+from .client import MONAILabelClient, MONAILabelSession
+from .learning import generated_image_id
 
 __all__ = ["MONAILabelBackend", "MONAILabelClient", "MONAILabelResult", "MONAILabelSession", "TrainingStatus",
            "generated_image_id", "label_map"]
@@ -67,8 +60,8 @@ class MONAILabelBackend(MONAILabelClient):
                 params.update(click_params({label: foreground, "background": background}, model["labels"]))
                 only_value = int(model["label_values"][label])  # the other labels' voxels are not this edit's
             else:
-                params["foreground"] = _index_points(foreground, "foreground point")
-                params["background"] = _index_points(background, "background point")
+                params["foreground"] = index_points(foreground, "foreground point")
+                params["background"] = index_points(background, "background point")
             params["label"] = label
         elif task == DEEPEDIT:
             params.update(click_params(arguments.pop("clicks", None) or {}, model["labels"]))

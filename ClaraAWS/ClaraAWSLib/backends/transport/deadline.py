@@ -1,27 +1,23 @@
-"""The client's HTTP transport: an overall deadline per request, and the rules for what may leave.
+"""An overall deadline per request, and cancel that stops a request at once.
 
 Connect and read timeouts bound each wait for a byte, not a request: a proxy that trickles one byte
 per second never trips them. ``DeadlineAdapter`` therefore remembers the connection each request is
 using on this thread, and a timer shuts that socket down when the request's deadline passes, so the
 blocked read returns at once and the client can say what happened.
-
-The redaction helpers live here too: the URL a message names never carries ``user:password@``.
 """
 
 from __future__ import annotations
 
 import math
 import socket
-import ssl
 import threading
 from typing import Optional
-from urllib.parse import urlsplit, urlunsplit
 
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from ..core.errors import InputError
+from ...core.errors import InputError
 
 _current = threading.local()
 
@@ -153,46 +149,3 @@ def positive_seconds(value, what: str) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise InputError(f"The {what} must be a positive, finite number of seconds, not {value!r}; give e.g. 30.")
     return seconds
-
-
-# --- what a message may show ------------------------------------------------------------------
-
-
-def without_userinfo(url: str) -> str:
-    """``url`` with any ``user:password@`` removed (a malformed URL is returned with it cut off roughly)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        scheme, sep, rest = url.partition("://")
-        return scheme + sep + rest.rpartition("@")[2] if sep else url.rpartition("@")[2]
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-def origin(url: str) -> tuple:
-    """(scheme, host, port) with default ports filled in: what decides whether credentials may go."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or {"http": 80, "https": 443}.get(scheme)
-    return scheme, (parts.hostname or "").lower(), port
-
-
-def origin_text(url: str) -> str:
-    """``scheme://host[:port]`` of ``url``, never with user-info: the form every message uses."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
-
-
-def answers_tls(url: str, timeout: float = 3.0) -> bool:
-    """Whether the host and port of a plain-http ``url`` complete a TLS handshake (no request is sent)."""
-    parts = urlsplit(url)
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # only asking whether TLS is spoken; nothing is sent over it
-    try:
-        with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=parts.hostname):
-                return True
-    except (OSError, ValueError):
-        return False

@@ -1,0 +1,211 @@
+"""Reading MONAI Label's answers: models and labels in the seam's form, inference results, the training status,
+and one sentence for the server's bare ``500 Internal Server Error``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from email.message import Message
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from ...core.errors import InputError, MalformedResponseError, RemoteError, ServerError
+from ...core.geometry import ImageGrid, LabelBox, Volume
+from ...core.imageio import SliceLimit
+from ...core.multipart import parse_multipart
+from ..results import LabelResult
+from ..rules import check_points_inside, index_points
+from ..transport import json_object
+
+#: What the server says for most failures, with no hint of which.
+BARE_500 = "Internal Server Error"
+
+TRAIN_STATUSES = ("SUBMITTED", "RUNNING", "DONE", "ERROR", "STOPPED")
+
+#: Ask for small results: uint8 NRRD, gzip-compressed by the server (x49 smaller on a 96x96x64 mask).
+RESULT_PARAMS = {"result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": True}
+
+BACKGROUND = "background"
+
+class MONAILabelResult(LabelResult):
+    """An inference answer; ``only_value`` keeps one label value (as 1): a deepedit model answers every
+    label, a click edits one."""
+
+    only_value: Optional[int] = None
+
+    def labels(self, needed: Optional[SliceLimit] = None) -> Volume:
+        volume = super().labels(needed)
+        if self.only_value is None:
+            return volume
+        return Volume((volume.array == self.only_value).astype(volume.array.dtype), volume.grid)
+
+    def label_box(self, needed: Optional[SliceLimit] = None) -> LabelBox:
+        box = super().label_box(needed)
+        if self.only_value is None:
+            return box
+        return LabelBox(box.grid, box.start, (box.array == self.only_value).astype(box.array.dtype))
+
+
+@dataclass
+class TrainingStatus:
+    """The latest training run: ``status`` one of TRAIN_STATUSES, or "NONE" when none was ever started."""
+
+    status: str
+    model: str = ""
+    epoch: Optional[int] = None
+    total_epochs: Optional[int] = None
+    best_metric: Optional[float] = None
+    details: List[str] = field(default_factory=list)
+    task_id: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("DONE", "ERROR", "STOPPED", "NONE")
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"status": self.status, "model": self.model, "epoch": self.epoch, "total_epochs": self.total_epochs,
+                "best_metric": self.best_metric, "details": list(self.details), "id": self.task_id}
+
+    def summary(self) -> str:
+        text = self.status
+        if self.epoch is not None and self.total_epochs:
+            text += f", epoch {self.epoch} of {self.total_epochs}"
+        if self.best_metric is not None:
+            text += f", best metric {self.best_metric:.4f}"
+        return text
+
+
+def label_map(labels: Any) -> Dict[str, int]:
+    """name -> value of a model's labels (a dict name->value, or a list whose value is position + 1); no background."""
+    values: Dict[str, int] = {}
+    if isinstance(labels, Mapping):
+        for name, value in labels.items():
+            try:
+                number = int(value)
+            except (TypeError, ValueError):
+                raise MalformedResponseError(
+                    f"The server gives the label '{name}' the value {json.dumps(value)[:20]}, not a whole number; "
+                    "its model list is malformed."
+                ) from None
+            if str(name).lower() != BACKGROUND and number != 0:
+                values[str(name)] = number
+    elif isinstance(labels, (list, tuple)):
+        for position, name in enumerate(labels):
+            if str(name).lower() != BACKGROUND:
+                values[str(name)] = position + 1
+    elif labels not in (None, ""):
+        raise MalformedResponseError(
+            f"The server lists labels as {json.dumps(labels)[:40]}, neither names nor a name-to-value map; "
+            "its model list is malformed."
+        )
+    return values
+
+
+def normalise_model(name: str, info: Mapping[str, Any]) -> Dict[str, Any]:
+    """One ``/info/`` model as the seam lists models: name, type, labels in value order, label_values, description."""
+    if not isinstance(info, Mapping):
+        raise MalformedResponseError(f"The server describes model '{name}' as {json.dumps(info)[:40]}; its model list is malformed.")
+    values = label_map(info.get("labels"))
+    description = info.get("description")
+    return {
+        "name": str(name),
+        "type": str(info.get("type") or "others").strip().lower(),
+        "labels": [label for label, _ in sorted(values.items(), key=lambda item: item[1])],
+        "label_values": values,
+        "description": description if isinstance(description, str) else "",
+        "dimension": info.get("dimension", 3),
+        "config": info.get("config") if isinstance(info.get("config"), Mapping) else {},
+    }
+
+
+def is_bare_500(error: ServerError) -> bool:
+    return error.status == 500 and (error.details or "").strip() in ("", BARE_500)
+
+
+def bare_500(error: ServerError, sentence: str) -> RemoteError:
+    return RemoteError(sentence, status=error.status, details=error.details)
+
+
+def validation_text(error: ServerError) -> str:
+    """``field: message`` of FastAPI's validation answer, from the error's details when they are JSON."""
+    try:
+        detail = json.loads(error.details or "").get("detail")
+    except (ValueError, AttributeError):
+        return "no details"
+    if isinstance(detail, list) and detail:
+        first = detail[0] if isinstance(detail[0], dict) else {}
+        where = ".".join(str(part) for part in first.get("loc", []) if part != "body")
+        return f"{where or 'request'}: {first.get('msg', 'invalid')}"
+    return str(detail)[:200] if detail else "no details"
+
+
+def check_clicks_inside(params: Mapping[str, Any], grid: ImageGrid) -> None:
+    """Clicks must be voxels of the image as sent (MONAI Label silently ignores clicks outside it)."""
+    check_points_inside(params, grid)
+    for name, points in params.items():
+        if name in ("foreground", "background") or not isinstance(points, list) or not points:
+            continue
+        if all(isinstance(p, list) and len(p) == 3 for p in points):  # a deepedit label's clicks
+            check_points_inside({"foreground": points}, grid)
+
+
+def click_params(clicks: Mapping[str, Sequence[Sequence[int]]], label_names: Sequence[str]) -> Dict[str, Any]:
+    """DeepEdit's params: one click list per label name (empty for labels without clicks), background's too."""
+    unknown = [name for name in clicks if name != BACKGROUND and name not in label_names]
+    if unknown:
+        raise InputError(
+            f"The model has no label {', '.join(repr(n) for n in unknown)}; its labels are {', '.join(label_names)} "
+            "(and 'background' for background clicks)."
+        )
+    params: Dict[str, Any] = {name: index_points(clicks.get(name) or [], f"'{name}' click") for name in label_names}
+    params[BACKGROUND] = index_points(clicks.get(BACKGROUND) or [], "background click")
+    if not any(params[name] for name in label_names):
+        raise InputError("DeepEdit needs at least one click on a label (not only background clicks).")
+    return params
+
+
+def disposition_filename(value: str) -> Optional[str]:
+    if not value:
+        return None
+    message = Message()
+    message["content-disposition"] = value
+    name = message.get_filename()
+    return name.rsplit("/", 1)[-1] if name else None
+
+
+def int_or_none(value: Any) -> Optional[int]:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def float_or_none(value: Any) -> Optional[float]:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_infer_response(content_type: str, content: bytes, model: str) -> MONAILabelResult:
+    """The result JSON and the mask file: a multipart answer's part with a filename is the mask, wherever it is."""
+    kind = content_type.split(";")[0].strip().lower()
+    if kind.startswith("multipart/"):
+        parts = parse_multipart(content_type, content)
+        files = [part for part in parts if part.filename]
+        if len(files) > 1:
+            raise MalformedResponseError(f"The server sent {len(files)} result files for model '{model}' where one is expected.")
+        params: Dict[str, Any] = {}
+        for part in parts:
+            if not part.filename and part.name == "params":
+                params = json_object(part.data, "result parameters")
+        file = files[0] if files else None
+        return MONAILabelResult(params, file.filename if file else None, file.data if file else None)
+    if kind == "application/json":
+        return MONAILabelResult(json_object(content, "result parameters"))
+    if kind == "application/octet-stream":
+        return MONAILabelResult({}, "result.nrrd" if content[:4] == b"NRRD" else "result.nii.gz", content)
+    raise MalformedResponseError(
+        f"The server answered /infer/{model} with '{kind or 'no content type'}' instead of a result; the response is malformed.",
+        details=content[:300].decode("utf-8", errors="replace"),
+    )
+
