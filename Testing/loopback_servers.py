@@ -28,6 +28,24 @@ import numpy as np
 import SimpleITK as sitk
 
 
+def read_request_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """The whole request body, also a chunked one: left unread, a streamed upload's bytes would be taken for
+    the next request on the keep-alive connection (and answered with an HTML 400 that the client then reads
+    as the answer to its next request)."""
+    if "chunked" in (handler.headers.get("Transfer-Encoding") or "").lower():
+        chunks = []
+        while True:
+            size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while handler.rfile.readline().strip():  # trailers, then the blank line
+                    pass
+                return b"".join(chunks)
+            chunks.append(handler.rfile.read(size))
+            handler.rfile.readline()  # the CRLF after each chunk
+    length = int(handler.headers.get("Content-Length") or 0)
+    return handler.rfile.read(length) if length else b""
+
+
 class _QuietHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -35,8 +53,7 @@ class _QuietHandler(BaseHTTPRequestHandler):
         pass
 
     def read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        return read_request_body(self)
 
     def answer(self, status: int, body: bytes, content_type: str, extra: Optional[Dict[str, str]] = None) -> None:
         self.send_response(status)

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from ClaraAWSLib.core.geometry import ImageGrid, Volume, resample_labels_to_grid
+from loopback_servers import read_request_body
 from ClaraAWSLib.core.imageio import decode_image, encode_volume
 from ClaraAWSLib.core.multipart import parse_multipart
 
@@ -89,8 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(value).encode(), "application/json")
 
     def _body_parts(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        body = read_request_body(self)
         self.stub.bodies.append(body)
         return parse_multipart(self.headers.get("Content-Type", ""), body)
 
