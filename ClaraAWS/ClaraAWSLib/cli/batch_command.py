@@ -17,17 +17,9 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from .argtypes import whole_number
+
 HELP = "segment every case of a folder, dataset.json or s3:// prefix; writes OUTDIR/<case>.nii.gz and report.csv"
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is less than 1")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("nifti", "dicom-seg"), default="nifti",
                         help="dicom-seg: a DICOM Segmentation for DICOM inputs (needs clara-aws[dicom])")
     parser.add_argument("--truth", metavar="DIR", help="reference labels DIR/<case>.nii.gz: adds dice_<label> columns")
-    parser.add_argument("--workers", type=_positive, default=2, metavar="N",
+    parser.add_argument("--workers", type=whole_number(1), default=2, metavar="N",
                         help="cases in flight at once (default 2; about the number of GPU tasks)")
-    parser.add_argument("--attempts", type=_positive, default=3, metavar="N",
+    parser.add_argument("--attempts", type=whole_number(1), default=3, metavar="N",
                         help="tries per case when the load balancer answers 502/503/504 (default 3)")
     parser.add_argument("--no-resume", action="store_true", help="segment cases again even if report.csv says ok")
 

@@ -12,40 +12,22 @@ import argparse
 import json
 import sys
 
+from .argtypes import seconds, whole_number
+
 HELP = "show or scale the Clara ECS service of a stack (tasks, healthy targets, GPU capacity)"
-
-
-def _tasks(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of tasks") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} tasks is fewer than none")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
-    if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"{text} s is not between 0 and 86400 seconds")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..aws.service import POLL_INTERVAL_S, WAIT_TIMEOUT_S
 
     parser.add_argument("--stack", required=True, metavar="NAME", help="the Clara Quick Start's root stack (or its cluster stack)")
-    parser.add_argument("--tasks", type=_tasks, metavar="N",
+    parser.add_argument("--tasks", type=whole_number(0), metavar="N",
                         help="set the service's desired count (refused when the cluster's GPU hosts cannot place N; "
                              "above 1 turns on load-balancer cookie stickiness)")
     parser.add_argument("--wait", action="store_true", help="wait until every desired task runs behind a healthy target")
-    parser.add_argument("--timeout", type=_seconds, default=WAIT_TIMEOUT_S, metavar="S",
+    parser.add_argument("--timeout", type=seconds, default=WAIT_TIMEOUT_S, metavar="S",
                         help=f"give up waiting after S seconds (default {WAIT_TIMEOUT_S:.0f})")
-    parser.add_argument("--interval", type=_seconds, default=POLL_INTERVAL_S, metavar="S", help=argparse.SUPPRESS)
+    parser.add_argument("--interval", type=seconds, default=POLL_INTERVAL_S, metavar="S", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print one JSON object: the status and what changed")
     aws = parser.add_argument_group("AWS")
     aws.add_argument("--profile", help="AWS profile (default: the environment's)")

@@ -12,18 +12,16 @@ highdicom and pydicom are imported on first use: nothing of this is needed insid
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import secrets
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..core.errors import GeometryError, InputError, OutputError
+from ..core.errors import GeometryError, InputError
 from ..core.geometry import Volume
 from .dicom_series import DicomSeries, MultiFrameSeries, sorted_slices
+from .files import replace_atomically
 
 SCT = "SCT"
 #: (code, meaning) of the segment categories (DICOM CID 7150).
@@ -168,24 +166,13 @@ def write_dicom_seg(labels: Volume, series: DicomSeries, label_names: Sequence[s
     """Write the DICOM SEG atomically (beside ``output``, read back, then renamed); returns ``output``."""
     segmentation = build_dicom_seg(labels, series, label_names, model_name=model_name, model_version=model_version)
     _, pydicom = _modules()
-    output = Path(output)
-    if output.is_dir():
-        raise OutputError(f"The DICOM SEG output {output} is a folder; give a file name such as {output / 'seg.dcm'}.")
-    partial = output.with_name(f".{output.name}.{secrets.token_hex(4)}.partial")
-    kept = "the previous file is unchanged" if output.exists() else "nothing was written"
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(partial: Path) -> None:
         segmentation.save_as(str(partial))
         if pydicom.dcmread(str(partial), stop_before_pixels=True).SOPInstanceUID != segmentation.SOPInstanceUID:
             raise OSError("the file read back is another object")
-        os.replace(partial, output)
-    except OSError as error:
-        raise OutputError(f"Could not write {output} ({error.strerror or error}); {kept}: free some disk space or "
-                          "choose another place.") from None
-    finally:
-        with contextlib.suppress(OSError):
-            partial.unlink()
-    return output
+
+    return replace_atomically(Path(output), save, "DICOM SEG")
 
 
 __all__: List[str] = ["build_dicom_seg", "segment_codes", "write_dicom_seg"]

@@ -9,20 +9,19 @@ never sees half a report, and a resumed run reads the rows already there.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import os
 import re
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..core.errors import GeometryError, InputError, OutputError
+from ..core.errors import GeometryError, InputError
 from ..core.geometry import Volume
+from .files import replace_atomically
 
 OK, FAILED = "ok", "failed"
 _UNSAFE = re.compile(r"[\s,;\"']+")
@@ -114,24 +113,15 @@ class Report:
 
     def write(self, path: Union[str, Path]) -> Path:
         """Replace ``path`` with the current rows in one rename; OutputError (the old file kept) otherwise."""
-        path = Path(path)
-        partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        def save(partial: Path) -> None:
             with open(partial, "w", newline="", encoding="utf-8") as stream:
                 writer = csv.writer(stream)
                 writer.writerow(self.columns)
                 writer.writerows(self._cells(row) for row in self.rows)
                 stream.flush()
                 os.fsync(stream.fileno())
-            os.replace(partial, path)
-        except OSError as error:
-            raise OutputError(f"Could not write the report {path} ({error.strerror or error}); the previous report "
-                              "is unchanged: free some disk space or choose another output folder.") from None
-        finally:
-            with contextlib.suppress(OSError):
-                partial.unlink()
-        return path
+
+        return replace_atomically(Path(path), save, "report")
 
     @classmethod
     def read(cls, path: Union[str, Path], label_names: Sequence[str], *, with_dice: bool = False) -> "Report":
