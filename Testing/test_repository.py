@@ -46,7 +46,8 @@ RINGS = {
     "aws": ({"core", "aws"}, {"boto3", "botocore"}),
     "synthetic": ({"core", "synthetic"}, set()),
     "server": ({"core", "server", "synthetic"}, set()),
-    "cli": ({"core", "backends", "aws", "server", "synthetic", "cli"}, set()),
+    "datasets": ({"core", "aws", "datasets"}, {"boto3", "botocore"}),
+    "cli": ({"core", "backends", "aws", "server", "synthetic", "datasets", "cli"}, set()),
     "scene": ({"core", "backends", "scene"}, {"slicer", "vtk"}),
     "panel": ({"core", "backends", "aws", "scene", "panel", "server", "synthetic"}, {"slicer", "vtk", "qt", "ctk"}),
 }

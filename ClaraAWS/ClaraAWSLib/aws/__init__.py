@@ -1,7 +1,8 @@
 """Ring 1: finding Clara servers in the user's CloudFormation stacks (boto3 is imported on first use).
 
 ``discovery`` does the work; ``stacks`` turns stack descriptions into deployments; ``errors`` turns
-botocore failures into one readable sentence. Callers use the package: ``from ClaraAWSLib import aws``.
+botocore failures into one readable sentence. ``service`` (with ``service_stack`` and ``capacity``) shows
+and scales the Quick Start's ECS service: tasks, healthy targets, GPU capacity, stickiness. Callers use the package: ``from ClaraAWSLib import aws``.
 """
 
 from . import discovery  # noqa: F401 - where the settings (retry attempts, timeouts) live
@@ -32,6 +33,7 @@ from .discovery import (  # noqa: F401
     discover_with_client,
     name_matches,
     normalise_alias,
+    open_aws_clients,
     open_cloudformation_client,
     region_missing,
     resolve_stack,
@@ -41,3 +43,5 @@ from .discovery import (  # noqa: F401
     translate_boto_error,
     unusable_clara_stacks,
 )
+from .errors import ServiceCapacityError, ServiceWaitTimeoutError  # noqa: F401,E402
+from .service import ClaraService, ServiceStatus, TaskChange  # noqa: F401,E402

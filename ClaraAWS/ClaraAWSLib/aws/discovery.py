@@ -79,8 +79,16 @@ def _check_endpoint_url(endpoint_url: Optional[str]) -> Optional[str]:
     return endpoint_url.strip()
 
 
-def _open(profile: Optional[str], region: Optional[str], endpoint_url: Optional[str]) -> tuple[Any, ErrorContext]:
-    """``(client, ErrorContext)`` for CloudFormation, with retries and timeouts set explicitly."""
+def open_aws_clients(
+    services: Sequence[str], profile: Optional[str] = None, region: Optional[str] = None,
+    endpoint_url: Optional[str] = None, *, default_region: Optional[str] = None,
+) -> tuple[dict, ErrorContext]:
+    """``({service: client}, ErrorContext)`` from one boto3 session, with retries and timeouts set explicitly.
+
+    ``endpoint_url`` goes to every client (a local test server, or a proxy that serves them all);
+    ``default_region`` is used when neither ``region`` nor the profile names one (S3 finds a bucket's
+    region itself, so listing a bucket needs no region of the user's).
+    """
     endpoint_url = _check_endpoint_url(endpoint_url)
     try:
         import boto3
@@ -97,7 +105,7 @@ def _open(profile: Optional[str], region: Optional[str], endpoint_url: Optional[
         session = boto3.Session(profile_name=profile or None)
         # The profile may come from AWS_PROFILE; name it in messages ("aws sso login --profile X").
         profile = profile or (session.profile_name if session.profile_name != "default" else None)
-        region_name = (region or "").strip() or session.region_name
+        region_name = (region or "").strip() or session.region_name or default_region
         if not region_name:
             raise region_missing(profile)
         context = ErrorContext(profile=profile, region=region_name, endpoint_url=endpoint_url)
@@ -108,10 +116,19 @@ def _open(profile: Optional[str], region: Optional[str], endpoint_url: Optional[
             read_timeout=READ_TIMEOUT_S,
             user_agent_extra="ClaraAWS",
         )
-        client = session.client("cloudformation", region_name=region_name, endpoint_url=endpoint_url, config=config)
+        clients = {
+            service: session.client(service, region_name=region_name, endpoint_url=endpoint_url, config=config)
+            for service in services
+        }
     except BotoCoreError as exc:
         raise translate_boto_error(exc, context) from None
-    return client, context
+    return clients, context
+
+
+def _open(profile: Optional[str], region: Optional[str], endpoint_url: Optional[str]) -> tuple[Any, ErrorContext]:
+    """``(client, ErrorContext)`` for CloudFormation."""
+    clients, context = open_aws_clients(("cloudformation",), profile, region, endpoint_url)
+    return clients["cloudformation"], context
 
 
 def open_cloudformation_client(
@@ -270,5 +287,6 @@ __all__ = [
     "resolve_with_client",
     "deployments_from_stacks",
     "normalise_alias",
+    "open_aws_clients",
     "open_cloudformation_client",
 ]

@@ -11,11 +11,11 @@ botocore is imported lazily (inside :func:`translate_boto_error`) so this module
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 from urllib.parse import urlsplit, urlunsplit
 
-from ..core.errors import DiscoveryError
+from ..core.errors import DiscoveryError, InputError
 
 #: The IAM permission discovery needs; named in access-denied messages.
 DESCRIBE_STACKS_ACTION = "cloudformation:DescribeStacks"
@@ -69,6 +69,14 @@ class AmbiguousStackError(DiscoveryError):
     """More than one deployment matched where exactly one was needed."""
 
 
+class ServiceWaitTimeoutError(DiscoveryError):
+    """The ECS service's load-balancer targets did not become healthy within the time allowed."""
+
+
+class ServiceCapacityError(InputError):
+    """More tasks were asked of the ECS service than the cluster's GPU instances can place."""
+
+
 @dataclass(frozen=True)
 class ErrorContext:
     """What the user asked for, so that messages can name it."""
@@ -77,6 +85,9 @@ class ErrorContext:
     region: Optional[str] = None
     endpoint_url: Optional[str] = None
     stack_name: Optional[str] = None
+    #: The AWS service the failed call went to, and the permission it needs; messages name both.
+    service: str = "CloudFormation"
+    action: str = DESCRIBE_STACKS_ACTION
 
 
 _ACCESS_DENIED_CODES = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
@@ -103,10 +114,10 @@ _CLOCK_SKEW_CODES = {"RequestExpired", "RequestTimeTooSkewed", "RequestInTheFutu
 _DENIED_ACTION = re.compile(r"perform:\s*([A-Za-z0-9-]+:[A-Za-z0-9*]+)")
 
 
-def safe_endpoint(endpoint_url: Optional[str]) -> str:
+def safe_endpoint(endpoint_url: Optional[str], service: str = "CloudFormation") -> str:
     """The endpoint for messages, without any user:password part."""
     if not endpoint_url:
-        return "the AWS CloudFormation endpoint"
+        return f"the AWS {service} endpoint"
     parts = urlsplit(endpoint_url)
     host = parts.hostname or ""
     if parts.port:
@@ -187,24 +198,24 @@ def translate_boto_error(exc: BaseException, context: ErrorContext) -> Discovery
         )
     if isinstance(exc, bx.SSLError):
         return EndpointUnreachableError(
-            f"The TLS certificate of {safe_endpoint(context.endpoint_url)} could not be verified: "
+            f"The TLS certificate of {safe_endpoint(context.endpoint_url, context.service)} could not be verified: "
             "check the network proxy or set AWS_CA_BUNDLE to your organisation's CA bundle."
         )
     if isinstance(exc, bx.ReadTimeoutError):
         return EndpointUnreachableError(
-            f"{safe_endpoint(context.endpoint_url)} did not answer in time: check the network connection "
+            f"{safe_endpoint(context.endpoint_url, context.service)} did not answer in time: check the network connection "
             "and the proxy settings, then try again."
         )
     if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError)):
         return EndpointUnreachableError(
-            f"AWS could not be reached at {safe_endpoint(context.endpoint_url)}: "
+            f"AWS could not be reached at {safe_endpoint(context.endpoint_url, context.service)}: "
             "check the network connection, the proxy settings and the endpoint URL, then try again."
         )
     if isinstance(exc, bx.ClientError):
         return _translate_client_error(exc, context)
     if isinstance(exc, ResponseParserError):
         return EndpointUnreachableError(
-            f"{safe_endpoint(context.endpoint_url)} answered with something that is not a CloudFormation "
+            f"{safe_endpoint(context.endpoint_url, context.service)} answered with something that is not a {context.service} "
             "response: check the endpoint URL and the proxy settings."
         )
     if isinstance(exc, bx.BotoCoreError):
@@ -219,11 +230,14 @@ def _translate_client_error(exc: BaseException, context: ErrorContext) -> Discov
     service_message = str(error.get("Message", ""))
     region = context.region or "this region"
 
-    if code in _ACCESS_DENIED_CODES:
+    # A JSON-protocol call (ECS) answered with an XML error body, as moto does, leaves botocore only the
+    # HTTP status as code; IAM's "not authorized to perform: ACTION" still says what happened.
+    if code in _ACCESS_DENIED_CODES or (code == "403" and _DENIED_ACTION.search(service_message)):
         named = _DENIED_ACTION.search(service_message)
-        action = named.group(1) if named else DESCRIBE_STACKS_ACTION
+        action = named.group(1) if named else context.action
+        doing = "read CloudFormation stacks" if context.service == "CloudFormation" else f"use {context.service}"
         return AccessDeniedError(
-            f"Your AWS identity may not read CloudFormation stacks in {region}: it needs the IAM permission "
+            f"Your AWS identity may not {doing} in {region}: it needs the IAM permission "
             f"{action}, which your AWS administrator can grant.",
             action=action,
             details=service_message or None,
@@ -237,7 +251,7 @@ def _translate_client_error(exc: BaseException, context: ErrorContext) -> Discov
     if code in _THROTTLING_CODES:
         attempts = int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0)) + 1
         return ThrottledError(
-            f"AWS CloudFormation in {region} kept rejecting requests for exceeding its rate limit "
+            f"AWS {context.service} in {region} kept rejecting requests for exceeding its rate limit "
             f"({attempts} attempts): wait a minute and try again.",
             details=service_message or None,
         )
@@ -260,7 +274,32 @@ def _translate_client_error(exc: BaseException, context: ErrorContext) -> Discov
             details=service_message or None,
         )
     return DiscoveryError(
-        f"AWS CloudFormation in {region} refused the request with error {code or 'unknown'}: "
+        f"AWS {context.service} in {region} refused the request with error {code or 'unknown'}: "
         "see the details, then try again.",
         details=service_message or None,
     )
+
+
+def call_aws(context: ErrorContext, service: str, action: str, function, /, **parameters):
+    """``function(**parameters)`` (a boto3 client method) with its failure as one readable DiscoveryError
+    that names ``service`` and the IAM permission ``action``."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
+
+    try:
+        return function(**parameters)
+    except (BotoCoreError, ClientError, ResponseParserError) as exc:
+        raise translate_boto_error(exc, replace(context, service=service, action=action)) from None
+
+
+def paginate_aws(context: ErrorContext, service: str, action: str, client, operation: str, key: str, /,
+                 **parameters):
+    """Every item under ``key`` of every page of ``operation``, fetched page by page as they are used."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
+
+    try:
+        for page in client.get_paginator(operation).paginate(**parameters):
+            yield from page.get(key) or ()
+    except (BotoCoreError, ClientError, ResponseParserError) as exc:
+        raise translate_boto_error(exc, replace(context, service=service, action=action)) from None

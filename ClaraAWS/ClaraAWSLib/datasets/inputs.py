@@ -1,0 +1,224 @@
+"""Batch INPUT expanded into cases: an image file, a folder, an MSD ``dataset.json``, or ``s3://bucket/prefix/``.
+
+Cases come one at a time (a generator), so a bucket is listed page by page as the batch goes, and an
+object is streamed to a temporary file only when its case is loaded, then deleted: never the whole
+prefix at once. A case that cannot be read fails on its own in ``Case.load`` with one sentence; the
+listing goes on.
+
+Case ids: the file (or object) name without its image extension; for a DICOM series the name of its
+folder, with ``_2``, ``_3``... for further series in one folder. An id already taken in the batch gets
+the next free ``_N`` too, so no two cases write the same ``OUTDIR/<case id>.nii.gz``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional, Tuple
+
+from ..core.errors import InputError
+from ..core.geometry import Volume
+from .dicom_series import DicomSeries, find_series, read_series
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+#: Characters a file name may not hold on some system, and path separators: replaced in case ids.
+_UNSAFE = re.compile(r'[\x00-\x1f<>:"/\\|?*]')
+_CHUNK = 1 << 20
+
+
+def image_suffix(name: str) -> Optional[str]:
+    lower = name.lower()
+    return next((s for s in IMAGE_SUFFIXES if lower.endswith(s) and len(lower) > len(s)), None)
+
+
+def case_id_of(name: str) -> str:
+    """A file name without its image extension, safe as a file name (no separators, not hidden)."""
+    suffix = image_suffix(name)
+    stem = name[: -len(suffix)] if suffix else name
+    return _UNSAFE.sub("_", stem).strip().lstrip(".") or "case"
+
+
+class CaseIds:
+    """Hands out unique case ids: the first ``x`` stays ``x``, later ones become ``x_2``, ``x_3``..."""
+
+    def __init__(self) -> None:
+        self._used: set = set()
+
+    def claim(self, wanted: str) -> str:
+        candidate, n = wanted, 1
+        while candidate.lower() in self._used:  # case-insensitive: OUTDIR may be on such a file system
+            n += 1
+            candidate = f"{wanted}_{n}"
+        self._used.add(candidate.lower())
+        return candidate
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case of a batch; ``source`` names it in messages (a path or an s3:// URL)."""
+
+    case_id: str
+    kind: str  # "image", "dicom" or "s3"
+    source: str
+    path: Optional[Path] = None
+    series: Optional[DicomSeries] = None
+    bucket_key: Optional[Tuple[str, str]] = None
+    s3: Any = field(default=None, compare=False, repr=False)
+
+    def load(self) -> Volume:
+        """The case's voxels and grid; InputError (one sentence) when it cannot be read."""
+        from ..core.imageio import read_image_file
+
+        if self.kind == "dicom":
+            return read_series(self.series)
+        if self.kind == "s3":
+            return self.s3.load(self.bucket_key, self.source)
+        return read_image_file(self.path)
+
+
+def _hidden_or_excluded(path: Path, root: Path, excluded: set) -> bool:
+    parts = path.relative_to(root).parts
+    return any(part.startswith(".") for part in parts) or any(
+        parent.resolve() in excluded for parent in [path, *path.parents][: len(parts)])
+
+
+def _folder_cases(root: Path, exclude: Iterable[Path], ids: CaseIds) -> Iterator[Case]:
+    excluded = {Path(p).resolve() for p in exclude}
+    images = sorted(p for p in root.rglob("*") if p.is_file() and image_suffix(p.name)
+                    and not _hidden_or_excluded(p, root, excluded))
+    for path in images:
+        yield Case(ids.claim(case_id_of(path.name)), "image", str(path), path=path)
+    for series in find_series(root, exclude=exclude):
+        yield Case(ids.claim(case_id_of(series.case_id)), "dicom", str(series.folder), series=series)
+
+
+def _msd_cases(path: Path, ids: CaseIds) -> Iterator[Case]:
+    try:
+        dataset = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise InputError(f"{path} is not a readable JSON file ({error}); give a Medical Segmentation Decathlon "
+                         "dataset.json.") from None
+    tests = dataset.get("test") if isinstance(dataset, dict) else None
+    if not isinstance(tests, list):
+        raise InputError(f"{path} has no 'test' list of images, so it is not a Medical Segmentation Decathlon "
+                         "dataset.json with cases to segment.")
+    for entry in tests:
+        # The Decathlon lists paths ("./imagesTs/la_001.nii.gz"); some derived datasets list {"image": path}.
+        relative = entry.get("image") if isinstance(entry, dict) else entry
+        if not isinstance(relative, str) or not relative.strip():
+            raise InputError(f"{path} lists a test entry that is not an image path: {str(entry)[:60]}.")
+        image = (path.parent / relative).resolve()
+        yield Case(ids.claim(case_id_of(image.name)), "image", str(image), path=image)
+
+
+class S3Source:
+    """Lists ``s3://bucket/prefix`` page by page and streams one object at a time to a temporary file."""
+
+    def __init__(self, url: str, client: Any = None, *, profile: Optional[str] = None, region: Optional[str] = None,
+                 endpoint_url: Optional[str] = None, page_size: Optional[int] = None) -> None:
+        bucket, _, prefix = url[len("s3://"):].partition("/")
+        if not bucket:
+            raise InputError(f"'{url}' names no bucket; give s3://BUCKET/PREFIX/.")
+        self.bucket, self.prefix, self.page_size = bucket, prefix, page_size
+        self._options = dict(profile=profile, region=region, endpoint_url=endpoint_url)
+        self._client = client
+
+    @property
+    def client(self):
+        if self._client is None:
+            from ..aws.discovery import open_aws_clients
+
+            clients, _ = open_aws_clients(("s3",), default_region="us-east-1", **self._options)
+            self._client = clients["s3"]
+        return self._client
+
+    def _failure(self, error: Exception, what: str) -> Exception:
+        from ..aws.errors import ErrorContext, translate_boto_error
+
+        code = str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
+        if code in ("NoSuchBucket", "404") and what == "list":
+            return InputError(f"The S3 bucket {self.bucket} does not exist (or is in another account): check the "
+                              "bucket name.")
+        if code in ("NoSuchKey", "404"):
+            return InputError(f"The S3 object {what} no longer exists: it was deleted or moved during the batch.")
+        context = ErrorContext(region=self.client.meta.region_name, endpoint_url=self.client.meta.endpoint_url,
+                               service="S3", action="s3:ListBucket" if what == "list" else "s3:GetObject")
+        return translate_boto_error(error, context)
+
+    def cases(self, ids: CaseIds) -> Iterator[Case]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        config = {"PageSize": self.page_size} if self.page_size else {}
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix, PaginationConfig=config)
+        try:
+            for page in pages:  # the next page is asked for only when this one's cases are done
+                for item in page.get("Contents") or ():
+                    key = item.get("Key", "")
+                    name = key.rsplit("/", 1)[-1]
+                    if name.startswith(".") or not image_suffix(name):
+                        continue
+                    yield Case(ids.claim(case_id_of(name)), "s3", f"s3://{self.bucket}/{key}",
+                               bucket_key=(self.bucket, key), s3=self)
+        except (BotoCoreError, ClientError) as error:
+            raise self._failure(error, "list") from None
+
+    def load(self, bucket_key: Tuple[str, str], source: str) -> Volume:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from ..core.imageio import read_image_file
+
+        bucket, key = bucket_key
+        # A generated file name: the key (which may name a patient) goes nowhere but to S3.
+        with tempfile.TemporaryDirectory(prefix="clara-aws-s3-") as folder:
+            local = Path(folder) / f"case{image_suffix(key)}"
+            try:
+                body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+                with open(local, "wb") as stream:
+                    for chunk in body.iter_chunks(_CHUNK):
+                        stream.write(chunk)
+            except (BotoCoreError, ClientError) as error:
+                raise self._failure(error, source) from None
+            except OSError as error:
+                raise InputError(f"{source} could not be saved to a temporary file ({error.strerror or error}); "
+                                 "free some space in the temporary folder.") from None
+            try:
+                return read_image_file(local)
+            except InputError as error:  # name the object, not the temporary file
+                raise InputError(str(error).replace(str(local), source).replace(local.name, source),
+                                 details=error.details) from None
+
+
+def expand_inputs(spec: str, *, exclude: Iterable[Path] = (), s3_client: Any = None, profile: Optional[str] = None,
+                  region: Optional[str] = None, endpoint_url: Optional[str] = None,
+                  page_size: Optional[int] = None) -> Iterator[Case]:
+    """The cases of batch INPUT ``spec``, one at a time; ``exclude`` keeps folders (OUTDIR) out of a folder walk."""
+    ids = CaseIds()
+    if spec.lower().startswith("s3://"):
+        yield from S3Source(spec, s3_client, profile=profile, region=region, endpoint_url=endpoint_url,
+                            page_size=page_size).cases(ids)
+        return
+    path = Path(spec)
+    if not path.exists():
+        raise InputError(f"INPUT {path} does not exist; give an image file, a folder, a dataset.json or s3://BUCKET/PREFIX/.")
+    if path.is_dir():
+        count = 0
+        for case in _folder_cases(path, exclude, ids):
+            count += 1
+            yield case
+        if count == 0:
+            raise InputError(f"The folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)}) and no DICOM series.")
+        return
+    if path.suffix.lower() == ".json":
+        yield from _msd_cases(path, ids)
+        return
+    if not image_suffix(path.name):
+        raise InputError(f"INPUT {path.name} is not an image file ({', '.join(IMAGE_SUFFIXES)}), a folder, a "
+                         "dataset.json or s3://BUCKET/PREFIX/.")
+    yield Case(ids.claim(case_id_of(path.name)), "image", str(path), path=path)
+
+
+__all__ = ["Case", "CaseIds", "IMAGE_SUFFIXES", "S3Source", "case_id_of", "expand_inputs", "image_suffix"]

@@ -1,0 +1,160 @@
+"""``report.csv`` of a batch run: one row per case, written atomically after every case.
+
+Columns: ``case``, ``status`` (``ok``/``failed``), ``seconds``, one ``<label>_ml`` per model label
+(voxel count x voxel volume / 1000), with ``--truth`` one ``dice_<label>`` per label, and ``message``
+(one sentence for a failed case). Labels are matched by value (v is ``label_names[v-1]``), in the
+result and in the truth alike. Each write replaces the file in one rename, so a reader (or a crash)
+never sees half a report, and a resumed run reads the rows already there.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+
+from ..core.errors import GeometryError, InputError
+from ..core.geometry import Volume
+from .files import replace_atomically
+
+OK, FAILED = "ok", "failed"
+_UNSAFE = re.compile(r"[\s,;\"']+")
+
+
+def column_label(label: str) -> str:
+    """A label name as it appears in column names: runs of spaces, commas and quotes become one '_'."""
+    return _UNSAFE.sub("_", str(label).strip()).strip("_") or "label"
+
+
+def label_volumes_ml(labels: Volume, label_names: Sequence[str]) -> Dict[str, float]:
+    """Millilitres per label: voxels of value v x the voxel's volume (mm^3) / 1000."""
+    values = np.asarray(labels.array).ravel()
+    counts = np.bincount(values[(values > 0) & (values <= len(label_names))].astype(np.int64),
+                         minlength=len(label_names) + 1)
+    voxel_mm3 = float(np.prod(labels.grid.spacing))  # the direction is a rotation: it changes no volume
+    return {name: float(counts[v]) * voxel_mm3 / 1000.0 for v, name in enumerate(label_names, start=1)}
+
+
+def dice_scores(labels: Volume, truth: Volume, label_names: Sequence[str]) -> Dict[str, Optional[float]]:
+    """Dice per label, 2|A and B| / (|A| + |B|); None where neither has the label (0/0 is not a score)."""
+    if not labels.grid.matches(truth.grid):
+        raise GeometryError(f"The truth labels ({truth.grid.describe()}) are not on the image's grid "
+                            f"({labels.grid.describe()}), so Dice cannot be computed voxel by voxel.")
+    result, expected = np.asarray(labels.array), np.asarray(truth.array)
+    scores: Dict[str, Optional[float]] = {}
+    for value, name in enumerate(label_names, start=1):
+        found, wanted = result == value, expected == value
+        total = int(found.sum()) + int(wanted.sum())
+        scores[name] = None if total == 0 else 2.0 * int(np.logical_and(found, wanted).sum()) / total
+    return scores
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+@dataclass
+class CaseRow:
+    case: str
+    status: str
+    seconds: float
+    volumes_ml: Dict[str, float] = field(default_factory=dict)
+    dice: Optional[Dict[str, Optional[float]]] = None
+    message: str = ""
+
+
+class Report:
+    """The rows of one batch run, in the order cases finished (a case run again replaces its row)."""
+
+    def __init__(self, label_names: Sequence[str], *, with_dice: bool = False) -> None:
+        self.label_names = list(label_names)
+        self.with_dice = with_dice
+        self._rows: Dict[str, CaseRow] = {}
+        columns = [column_label(name) for name in self.label_names]
+        if len(set(columns)) != len(columns):
+            raise InputError(f"The model's labels {self.label_names} give the same report column twice; "
+                             "their names must differ in more than spaces and punctuation.")
+
+    @property
+    def columns(self) -> List[str]:
+        names = [column_label(name) for name in self.label_names]
+        dice = [f"dice_{name}" for name in names] if self.with_dice else []
+        return ["case", "status", "seconds", *[f"{name}_ml" for name in names], *dice, "message"]
+
+    @property
+    def rows(self) -> List[CaseRow]:
+        return list(self._rows.values())
+
+    def add(self, row: CaseRow) -> None:
+        if row.status not in (OK, FAILED):
+            raise ValueError(f"status must be '{OK}' or '{FAILED}', not {row.status!r}")
+        self._rows.pop(row.case, None)
+        self._rows[row.case] = row
+
+    def finished(self) -> set:
+        """Cases already segmented (status ok): a resumed run skips them."""
+        return {case for case, row in self._rows.items() if row.status == OK}
+
+    def _cells(self, row: CaseRow) -> List[str]:
+        def number(value: Optional[float], digits: int) -> str:
+            return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+        volumes = [number(row.volumes_ml.get(name), 3) if row.status == OK else "" for name in self.label_names]
+        dice = []
+        if self.with_dice:
+            dice = [number((row.dice or {}).get(name), 4) if row.status == OK else "" for name in self.label_names]
+        return [row.case, row.status, number(row.seconds, 2), *volumes, *dice, one_line(row.message)]
+
+    def write(self, path: Union[str, Path]) -> Path:
+        """Replace ``path`` with the current rows in one rename; OutputError (the old file kept) otherwise."""
+        def save(partial: Path) -> None:
+            with open(partial, "w", newline="", encoding="utf-8") as stream:
+                writer = csv.writer(stream)
+                writer.writerow(self.columns)
+                writer.writerows(self._cells(row) for row in self.rows)
+                stream.flush()
+                os.fsync(stream.fileno())
+
+        return replace_atomically(Path(path), save, "report")
+
+    @classmethod
+    def read(cls, path: Union[str, Path], label_names: Sequence[str], *, with_dice: bool = False) -> "Report":
+        """The report at ``path`` (to resume a run), or an empty one when there is none."""
+        report = cls(label_names, with_dice=with_dice)
+        path = Path(path)
+        if not path.exists():
+            return report
+        try:
+            with open(path, newline="", encoding="utf-8") as stream:
+                records = list(csv.DictReader(stream))
+        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            raise InputError(f"The existing report {path} cannot be read ({error}); move it away to start afresh.") from None
+        for record in records:
+            report._rows[record.get("case", "")] = _row_from(record, report.label_names)
+        return report
+
+
+def _row_from(record: Dict[str, str], label_names: Iterable[str]) -> CaseRow:
+    def number(text: Optional[str]) -> Optional[float]:
+        try:
+            return float(text) if text not in (None, "") else None
+        except ValueError:
+            return None
+
+    names = list(label_names)
+    volumes = {name: number(record.get(f"{column_label(name)}_ml")) for name in names}
+    dice = {name: number(record.get(f"dice_{column_label(name)}")) for name in names}
+    return CaseRow(
+        case=record.get("case", ""),
+        status=OK if record.get("status") == OK else FAILED,
+        seconds=number(record.get("seconds")) or 0.0,
+        volumes_ml={k: v for k, v in volumes.items() if v is not None},
+        dice=dice if any(v is not None for v in dice.values()) else None,
+        message=record.get("message", ""),
+    )

@@ -1,0 +1,179 @@
+"""Batch INPUT kinds expanded into cases: image file, folder (images and DICOM series), MSD dataset.json,
+and s3://bucket/prefix/ against moto on 127.0.0.1 (listed page by page, each object streamed when loaded)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import rotation
+
+from ClaraAWSLib.core.errors import InputError
+from ClaraAWSLib.core.geometry import ImageGrid, Volume
+from ClaraAWSLib.datasets.inputs import CaseIds, case_id_of, expand_inputs
+
+GRID = ImageGrid((10, 8, 6), (0.9, 1.3, 2.7), (-10.5, 5.25, -30.0), rotation(12, -7, 25))
+
+
+def image(seed: int) -> Volume:
+    return Volume(np.random.default_rng(seed).integers(-500, 500, size=GRID.size[::-1]).astype(np.int16), GRID)
+
+
+def write(path, volume: Volume) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(volume.to_sitk(), str(path))
+
+
+def same(a: Volume, b: Volume) -> bool:
+    return a.grid.matches(b.grid) and np.array_equal(a.array, b.array)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("case_01.nii.gz", "case_01"), ("CASE.NII.GZ", "CASE"), ("x.nii", "x"), ("y.nrrd", "y"), ("z.mha", "z"),
+    ("a:b?.mha", "a_b_"), (".hidden.nii", "hidden"), ("patient 7.nii.gz", "patient 7"),
+])
+def test_case_id_is_the_file_name_without_its_image_extension(name, expected):
+    assert case_id_of(name) == expected
+
+
+def test_case_ids_are_unique_in_a_batch():
+    ids = CaseIds()
+    assert [ids.claim(x) for x in ("ct", "ct", "ct_2", "CT", "ct")] == ["ct", "ct_2", "ct_2_2", "CT_3", "ct_4"]
+
+
+def test_an_image_file_is_one_case(tmp_path):
+    volume = image(1)
+    write(tmp_path / "liver_7.nii.gz", volume)
+    (case,) = expand_inputs(str(tmp_path / "liver_7.nii.gz"))
+    assert (case.case_id, case.kind) == ("liver_7", "image") and same(case.load(), volume)
+
+
+def test_a_folder_yields_image_files_and_dicom_series_with_unique_ids(tmp_path):
+    pytest.importorskip("pydicom")
+    from dicom_fixtures import write_series
+
+    volumes = {n: image(n) for n in range(4)}
+    write(tmp_path / "a" / "liver.nii.gz", volumes[0])
+    write(tmp_path / "b" / "liver.nii.gz", volumes[1])  # same name in another folder
+    write(tmp_path / "b" / "spleen.nrrd", volumes[2])
+    write(tmp_path / ".cache" / "hidden.nii.gz", volumes[3])
+    write(tmp_path / "out" / "liver.nii.gz", volumes[3])  # OUTDIR inside INPUT: excluded
+    (tmp_path / "b" / "notes.txt").write_text("not an image")
+    write_series(tmp_path / "dicom" / "liver", volumes[3].array, GRID)  # a series named like a file case
+
+    cases = list(expand_inputs(str(tmp_path), exclude=[tmp_path / "out"]))
+    assert [(c.case_id, c.kind) for c in cases] == [
+        ("liver", "image"), ("liver_2", "image"), ("spleen", "image"), ("liver_3", "dicom")]
+    assert same(cases[0].load(), volumes[0]) and same(cases[1].load(), volumes[1]) and same(cases[2].load(), volumes[2])
+    assert same(cases[3].load(), volumes[3])  # the DICOM series, on its oblique grid
+
+
+def test_an_empty_folder_or_a_wrong_input_is_one_sentence(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no image files"):
+        list(expand_inputs(str(tmp_path / "empty")))
+    with pytest.raises(InputError, match="does not exist"):
+        list(expand_inputs(str(tmp_path / "missing")))
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="is not an image file"):
+        list(expand_inputs(str(tmp_path / "notes.txt")))
+
+
+def test_msd_dataset_json_lists_its_test_images_and_a_missing_one_fails_alone(tmp_path):
+    volumes = [image(10), image(11)]
+    write(tmp_path / "imagesTs" / "spleen_1.nii.gz", volumes[0])
+    write(tmp_path / "imagesTs" / "spleen_7.nii.gz", volumes[1])
+    dataset = {"name": "Spleen", "training": [{"image": "./imagesTr/spleen_2.nii.gz", "label": "./labelsTr/x"}],
+               "test": ["./imagesTs/spleen_1.nii.gz", "./imagesTs/spleen_3.nii.gz", {"image": "imagesTs/spleen_7.nii.gz"}]}
+    (tmp_path / "dataset.json").write_text(json.dumps(dataset))
+
+    cases = list(expand_inputs(str(tmp_path / "dataset.json")))
+    assert [c.case_id for c in cases] == ["spleen_1", "spleen_3", "spleen_7"]
+    assert same(cases[0].load(), volumes[0]) and same(cases[2].load(), volumes[1])
+    with pytest.raises(InputError, match="does not exist"):
+        cases[1].load()
+
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(InputError, match="not a readable JSON"):
+        list(expand_inputs(str(tmp_path / "broken.json")))
+    (tmp_path / "training-only.json").write_text(json.dumps({"training": []}))
+    with pytest.raises(InputError, match="no 'test' list"):
+        list(expand_inputs(str(tmp_path / "training-only.json")))
+
+
+# --- s3://bucket/prefix/ against moto ------------------------------------------------------------------
+
+
+@pytest.fixture
+def bucket(moto_endpoint, aws_env, tmp_path):
+    """Bucket 'scans' with five NIfTI objects under ct/ (one a non-image, one under other/)."""
+    from service_fixtures import client
+
+    s3 = client("s3", moto_endpoint)
+    s3.create_bucket(Bucket="scans")
+    volumes = {}
+    for n in range(5):
+        path = tmp_path / "upload" / f"case_{n}.nii.gz"
+        volumes[f"case_{n}"] = image(20 + n)
+        write(path, volumes[f"case_{n}"])
+        s3.put_object(Bucket="scans", Key=f"ct/Doe Jane/case_{n}.nii.gz", Body=path.read_bytes())
+    s3.put_object(Bucket="scans", Key="ct/readme.txt", Body=b"not an image")
+    s3.put_object(Bucket="scans", Key="ct/broken.nii.gz", Body=b"not a gzip file")
+    s3.put_object(Bucket="scans", Key="other/case_9.nii.gz", Body=b"x")
+    return s3, volumes
+
+
+pytest.importorskip("moto")
+from aws_fixtures import aws_env, moto_endpoint, moto_server  # noqa: E402,F401
+
+
+def counted(s3):
+    calls = []
+    s3.meta.events.register("before-call.s3.*", lambda model, **kw: calls.append(model.name))
+    return calls
+
+
+def test_s3_prefix_is_listed_page_by_page_and_each_object_streamed_when_loaded(bucket, tmp_path, monkeypatch):
+    s3, volumes = bucket
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    calls = counted(s3)
+    cases = expand_inputs("s3://scans/ct/", s3_client=s3, page_size=2)
+
+    first = next(cases)
+    assert calls == ["ListObjectsV2"]  # one page so far, nothing downloaded
+    assert (first.case_id, first.kind, first.source) == ("case_0", "s3", "s3://scans/ct/Doe Jane/case_0.nii.gz")
+    rest = list(cases)
+    assert [c.case_id for c in rest] == ["case_1", "case_2", "case_3", "case_4", "broken"]  # S3's key order
+    assert calls.count("ListObjectsV2") == 4 and "GetObject" not in calls  # 7 keys, 2 per page
+
+    loaded = rest[1].load()
+    assert same(loaded, volumes["case_2"]) and calls.count("GetObject") == 1
+    assert list(temporary.iterdir()) == []  # the temporary file went with its case
+
+    with pytest.raises(InputError) as caught:
+        rest[-1].load()
+    assert "s3://scans/ct/broken.nii.gz" in str(caught.value) and str(temporary) not in str(caught.value)
+    assert list(temporary.iterdir()) == []
+
+
+def test_s3_through_the_aws_settings_and_a_vanished_object(bucket, moto_endpoint):
+    s3, volumes = bucket
+    cases = list(expand_inputs("s3://scans/ct/Doe Jane/", endpoint_url=moto_endpoint))
+    assert [c.case_id for c in cases] == [f"case_{n}" for n in range(5)]
+    assert same(cases[0].load(), volumes["case_0"])
+    s3.delete_object(Bucket="scans", Key="ct/Doe Jane/case_1.nii.gz")
+    with pytest.raises(InputError, match="no longer exists"):
+        cases[1].load()
+
+
+def test_a_missing_bucket_is_one_sentence(moto_endpoint, aws_env):
+    with pytest.raises(InputError, match="bucket nothing-here does not exist"):
+        list(expand_inputs("s3://nothing-here/ct/", endpoint_url=moto_endpoint))
