@@ -55,7 +55,7 @@ def test_other_formats_decode_through_simpleitk(tmp_path, oblique_volume, suffix
 
 
 def test_upload_is_one_ordinary_gzip_member_even_across_many_blocks(monkeypatch):
-    import ClaraAWSLib.core.imageio as imageio
+    import ClaraAWSLib.core.nifti as imageio
 
     monkeypatch.setattr(imageio, "COMPRESSION_BLOCK_BYTES", 1000)  # many blocks, odd boundaries
     data = np.random.default_rng(0).integers(0, 50, size=123457, dtype=np.uint8).tobytes()
@@ -123,7 +123,7 @@ def test_probability_maps_and_negative_values_are_not_labels(values):
 
 @pytest.mark.parametrize("stop", [0, 1, 9, 24])
 def test_an_edit_may_inflate_only_the_slices_it_needs(tmp_path, oblique_volume, stop, monkeypatch):
-    import ClaraAWSLib.core.imageio as imageio
+    import ClaraAWSLib.core.nifti as imageio
     from ClaraAWSLib.core.imageio import SliceLimit
 
     monkeypatch.setattr(imageio, "COMPRESSION_BLOCK_BYTES", 4096)  # several gzip blocks, as on big volumes
@@ -154,7 +154,7 @@ def _written_by_simpleitk(tmp_path, volume):
 def test_non_finite_voxels_in_a_nifti_file_are_counted_from_its_own_bytes(tmp_path, monkeypatch, suffix, dtype):
     # ITK's NIfTI reader returns these voxels as 0, so only the file's bytes can tell; tiny odd-sized scan
     # blocks make voxels straddle block boundaries.
-    import ClaraAWSLib.core.imageio as imageio
+    import ClaraAWSLib.core.nifti as imageio
 
     monkeypatch.setattr(imageio, "SCAN_BLOCK_BYTES", 13)
     array = np.random.default_rng(4).normal(0, 100, size=(5, 6, 7)).astype(dtype)  # k, j, i
@@ -186,7 +186,7 @@ def _box_of(array: np.ndarray):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.float32, np.int64])
 def test_an_edits_answer_decodes_to_its_labelled_box(tmp_path, oblique_grid, monkeypatch, dtype):
-    import ClaraAWSLib.core.imageio as imageio
+    import ClaraAWSLib.core.nifti as imageio
     from ClaraAWSLib.core.imageio import decode_label_box
 
     monkeypatch.setattr(imageio, "BOX_INFLATE_STEP", 1000)  # steps that split voxels and slices
