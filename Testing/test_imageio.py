@@ -55,9 +55,9 @@ def test_other_formats_decode_through_simpleitk(tmp_path, oblique_volume, suffix
 
 
 def test_upload_is_one_ordinary_gzip_member_even_across_many_blocks(monkeypatch):
-    import ClaraAWSLib.core.imageio as imageio
+    import ClaraAWSLib.core.gzip_blocks as gzip_blocks
 
-    monkeypatch.setattr(imageio, "COMPRESSION_BLOCK_BYTES", 1000)  # many blocks, odd boundaries
+    monkeypatch.setattr(gzip_blocks, "COMPRESSION_BLOCK_BYTES", 1000)  # many blocks, odd boundaries
     data = np.random.default_rng(0).integers(0, 50, size=123457, dtype=np.uint8).tobytes()
     compressed = parallel_gzip([b"head", data], threads=2)
     assert gzip.decompress(compressed) == b"head" + data
@@ -123,10 +123,10 @@ def test_probability_maps_and_negative_values_are_not_labels(values):
 
 @pytest.mark.parametrize("stop", [0, 1, 9, 24])
 def test_an_edit_may_inflate_only_the_slices_it_needs(tmp_path, oblique_volume, stop, monkeypatch):
-    import ClaraAWSLib.core.imageio as imageio
+    import ClaraAWSLib.core.gzip_blocks as gzip_blocks
     from ClaraAWSLib.core.imageio import SliceLimit
 
-    monkeypatch.setattr(imageio, "COMPRESSION_BLOCK_BYTES", 4096)  # several gzip blocks, as on big volumes
+    monkeypatch.setattr(gzip_blocks, "COMPRESSION_BLOCK_BYTES", 4096)  # several gzip blocks, as on big volumes
     labels = Volume((oblique_volume.array > 100).astype(np.uint8) + 1, oblique_volume.grid)
     for data in (encode_volume(labels).data, _written_by_simpleitk(tmp_path, labels)):
         partial = decode_image(data, "r.nii.gz", needed=SliceLimit(oblique_volume.grid, stop))
@@ -154,9 +154,9 @@ def _written_by_simpleitk(tmp_path, volume):
 def test_non_finite_voxels_in_a_nifti_file_are_counted_from_its_own_bytes(tmp_path, monkeypatch, suffix, dtype):
     # ITK's NIfTI reader returns these voxels as 0, so only the file's bytes can tell; tiny odd-sized scan
     # blocks make voxels straddle block boundaries.
-    import ClaraAWSLib.core.imageio as imageio
+    import ClaraAWSLib.core.volume_files as volume_files
 
-    monkeypatch.setattr(imageio, "SCAN_BLOCK_BYTES", 13)
+    monkeypatch.setattr(volume_files, "SCAN_BLOCK_BYTES", 13)
     array = np.random.default_rng(4).normal(0, 100, size=(5, 6, 7)).astype(dtype)  # k, j, i
     bad = {(1, 2, 3): np.nan, (1, 5, 6): -np.inf, (4, 0, 0): np.inf, (4, 5, 6): np.nan}
     for (k, j, i), value in bad.items():
@@ -186,11 +186,11 @@ def _box_of(array: np.ndarray):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.float32, np.int64])
 def test_an_edits_answer_decodes_to_its_labelled_box(tmp_path, oblique_grid, monkeypatch, dtype):
-    import ClaraAWSLib.core.imageio as imageio
+    import ClaraAWSLib.core.result_images as result_images
     from ClaraAWSLib.core.imageio import decode_label_box
 
-    monkeypatch.setattr(imageio, "BOX_INFLATE_STEP", 1000)  # steps that split voxels and slices
-    monkeypatch.setattr(imageio, "_ZEROS", bytes(1000))
+    monkeypatch.setattr(result_images, "BOX_INFLATE_STEP", 1000)  # steps that split voxels and slices
+    monkeypatch.setattr(result_images, "_ZEROS", bytes(1000))
     array = np.zeros(oblique_grid.size[::-1], np.uint8)
     array[7:12, 3:9, 30:41] = 2
     array[9, 20, 5] = 1  # a second island widens the box

@@ -136,7 +136,7 @@ def test_scenes_dropped_after_failed_requests_close_at_once_on_their_own_thread(
         # Whatever still ends with the collector (a cycle of the caller's own) must not clear the logic's
         # scene callbacks before the scene calls them while it closes.
         import types
-        from ClaraAWSLib.scene import logic as scene_logic
+        from ClaraAWSLib.scene import logic_lifecycle as scene_logic
         harness = ss.new_scene()
         volume = ss.add_volume(harness, Volume(np.zeros((8, 8, 8), np.int16), ss.oblique_grid(size=(8, 8, 8))))
         logic = ClaraAWSLogic(harness.scene)

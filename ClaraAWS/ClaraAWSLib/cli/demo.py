@@ -16,7 +16,8 @@ import numpy as np
 from ..backends import connect
 from ..core.errors import OutputError
 from ..core.geometry import result_on_grid
-from ..core.imageio import encode_volume, write_image_file
+from ..core.nifti import encode_volume
+from ..core.volume_files import write_image_file
 from ..synthetic.preview import overlay_colour, write_preview
 
 DEMO_MODEL = "phantom_abdomen_seg"

@@ -4,7 +4,7 @@
 moment it is made (when the user picks a volume, or when a request starts). ``pieces()`` yields the
 gzip stream in order as the blocks finish, so an upload can send the first block while later ones
 are still being compressed; once every block is done, ``result()`` is the same ``EncodedImage`` that
-``imageio.encode_volume`` would have produced at that level, byte for byte.
+``nifti.encode_volume`` would have produced at that level, byte for byte.
 
 ``choose_level`` picks the deflate level that should finish a streamed upload first: on a slow
 uplink the CPU has time to spare, so a denser level costs no wall time and sends fewer bytes;
@@ -24,15 +24,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from .geometry import ImageGrid, Volume
-from .imageio import (
-    COMPRESSION_BLOCK_BYTES,
-    GZIP_HEADER,
-    EncodedImage,
-    blocks_of,
-    deflate_block,
-    gzip_trailer,
-    nifti_pieces,
-)
+from .gzip_blocks import COMPRESSION_BLOCK_BYTES, GZIP_HEADER, blocks_of, deflate_block, gzip_trailer
+from .nifti import EncodedImage, nifti_pieces
 
 #: Levels worth choosing between: 1 (fastest) to 9 (densest); the others add little over these.
 CANDIDATE_LEVELS = (1, 3, 6, 9)

@@ -14,8 +14,8 @@ import vtk
 from vtk.util import numpy_support
 
 from ..core.errors import GeometryError, InputError
+from ..core.finite import check_finite
 from ..core.geometry import ImageGrid, Volume
-from ..core.imageio import check_finite
 
 #: Volume node classes that are scalar in the MRML class tree but are not plain scalar intensities.
 _NOT_SCALAR_CLASSES: Tuple[Tuple[str, str], ...] = (

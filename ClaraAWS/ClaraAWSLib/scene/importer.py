@@ -18,7 +18,7 @@ from . import labelmaps
 from . import placement
 from ..core.errors import GeometryError, MalformedResponseError
 from ..core.geometry import Volume, result_on_grid
-from ..core.imageio import as_label_volume
+from ..core.result_images import as_label_volume
 from .export import ijk_to_ras_matrix, volume_grid
 from .terminology import assign_colors, terminology_tag
 from .edit import SegmentWriteRequest, write_results

@@ -18,8 +18,8 @@ import numpy as np
 from ..backends import AUTO_SEGMENT
 from ..core.errors import CancelledError, GeometryError, release_frames
 from ..core.geometry import ImageGrid, LabelBox, Volume, result_on_grid
-from ..core.imageio import SliceLimit
 from ..core.progress import Stage, StageProgress
+from ..core.result_images import SliceLimit
 from .labelmaps import EMPTY_BOX, Box, box_intersection, box_is_empty, box_slices, mask_bounds
 from .write_rule import SegmentResult
 

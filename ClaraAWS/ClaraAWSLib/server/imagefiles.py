@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import InputError
-from ..core.imageio import check_nifti_complete
+from ..core.volume_files import check_nifti_complete
 from .limits import MIN_IMAGE_EDGE_VOXELS
 from .problems import InvalidImage, PayloadTooLarge
 from .upload import UploadedFile
