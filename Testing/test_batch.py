@@ -179,14 +179,16 @@ def test_batch_command_against_the_reference_server(tmp_path, reference_server, 
     write(tmp_path / "in" / "abdomen_1.nii.gz", volume.array, volume.grid)
     write(tmp_path / "in" / "abdomen_2.nii.gz", volume.array[::-1].copy(), volume.grid)
     write(tmp_path / "truth" / "abdomen_1.nii.gz", truth.array, truth.grid)
+    write(tmp_path / "more" / "abdomen_1.nii.gz", volume.array, volume.grid)  # a second INPUT, same file name
     parser = argparse.ArgumentParser()
     batch_command.add_arguments(parser)
-    args = parser.parse_args([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", "phantom_abdomen_seg",
-                              "--workers", "2", "--truth", str(tmp_path / "truth")])
+    args = parser.parse_args([str(tmp_path / "in"), str(tmp_path / "more" / "abdomen_1.nii.gz"), "-o",
+                              str(tmp_path / "out"), "--model", "phantom_abdomen_seg", "--jobs", "2", "--retries", "2",
+                              "--truth", str(tmp_path / "truth")])
     assert batch_command.run(args, connect=lambda _: connect(reference_server.url)) == 0
 
     rows = read_report(tmp_path / "out" / "report.csv")
-    assert set(rows) == {"abdomen_1", "abdomen_2"} and {r["status"] for r in rows.values()} == {"ok"}
+    assert set(rows) == {"abdomen_1", "abdomen_2", "abdomen_1_2"} and {r["status"] for r in rows.values()} == {"ok"}
     labels_image = sitk.ReadImage(str(tmp_path / "out" / "abdomen_1.nii.gz"))
     labels = sitk.GetArrayFromImage(labels_image)
     voxel_ml = float(np.prod(labels_image.GetSpacing())) / 1000
@@ -199,3 +201,25 @@ def test_batch_command_against_the_reference_server(tmp_path, reference_server, 
             assert float(row[f"dice_{column_label(name)}"]) == pytest.approx(2 * len(a & b) / (len(a) + len(b)),
                                                                                abs=1e-4)
     assert rows["abdomen_2"]["dice_" + column_label(phantom_small.labels[0])] == ""  # no truth for it
+
+
+def test_clara_aws_batch_exits_1_when_a_case_fails_and_a_rerun_sends_only_that_case(tmp_path, reference_server,
+                                                                                        phantom_small, capsys):
+    """The command as a user types it: one unreadable case among good ones, then a resumed run."""
+    from ClaraAWSLib.cli import main
+
+    volume = phantom_small.ct
+    write(tmp_path / "in" / "good.nii.gz", volume.array, volume.grid)
+    (tmp_path / "in" / "broken.nii.gz").write_bytes(b"\x1f\x8b not a gzip at all")
+    command = ["batch", "--server", reference_server.url, str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+               "--model", "phantom_abdomen_seg", "--jobs", "2"]
+    assert main(command) == 1
+    rows = read_report(tmp_path / "out" / "report.csv")
+    assert rows["good"]["status"] == "ok" and rows["broken"]["status"] == "failed" and rows["broken"]["message"]
+    assert (tmp_path / "out" / "good.nii.gz").is_file() and not (tmp_path / "out" / "broken.nii.gz").exists()
+    uploads = reference_server.stats.image_uploads
+    (tmp_path / "in" / "broken.nii.gz").unlink()
+    write(tmp_path / "in" / "broken.nii.gz", volume.array, volume.grid)  # the user fixes the file
+    assert main(command) == 0
+    assert reference_server.stats.image_uploads == uploads + 1  # only the case that had failed went up again
+    assert {row["status"] for row in read_report(tmp_path / "out" / "report.csv").values()} == {"ok"}

@@ -109,7 +109,7 @@ ROWS = [
                                                               p["nan-nifti"], "-o", o, "--fg", "12,10,6", "--session"), 2,
      "1 NaN or infinite voxel"),
     ("input not an image", lambda s, p, o: _segment(s, p["text"], o), 2, "not an image SimpleITK can read"),
-    ("input a folder", lambda s, p, o: _segment(s, p["folder"], o), 2, "is a folder"),
+    ("input a folder", lambda s, p, o: _segment(s, p["folder"], o), 2, "holds no DICOM series"),
     ("OUTPUT a folder", lambda s, p, o: _segment(s, p["good"], p["folder"]), 2, "is a folder"),
     ("OUTPUT unknown extension", lambda s, p, o: _segment(s, p["good"], o.with_name("labels.xyz")), 2, "extension"),
     ("OUTPUT parent a file", lambda s, p, o: _segment(s, p["good"], p["file"] / "labels.nii.gz"), 2, "is a file, not a folder"),

@@ -1,12 +1,7 @@
 """Every server command takes a folder holding one DICOM series as INPUT (issue 19, item 3).
 
 The phantom CT is written as an oblique DICOM series; `clara-aws segment` on that folder must write
-labels on the series' grid, equal to what the same command writes for the same CT as NIfTI.
-
-Strict xfail until `cli/commands.py` reads INPUT through `datasets.read_input` (the lead wires it while
-the commands file is being refactored): once wired this passes, and the strict marker makes that
-visible so the marker is removed.
-"""
+labels on the series' grid, equal to what the same command writes for the same CT as NIfTI."""
 
 from __future__ import annotations
 
@@ -23,16 +18,6 @@ from ClaraAWSLib.core.imageio import write_image_file  # noqa: E402
 from ClaraAWSLib.synthetic.phantom import make_phantom, oblique_direction  # noqa: E402
 
 
-def _commands_read_dicom_folders() -> bool:
-    from pathlib import Path
-
-    import ClaraAWSLib.cli.commands as commands
-
-    return "read_input" in Path(commands.__file__).read_text()
-
-
-@pytest.mark.xfail(not _commands_read_dicom_folders(), strict=True,
-                   reason="cli/commands.py does not yet read INPUT through datasets.read_input")
 def test_segment_takes_a_dicom_series_folder(tmp_path, reference_server):
     from test_cli import clara_aws
 

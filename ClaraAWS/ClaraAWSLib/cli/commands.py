@@ -13,11 +13,11 @@ from typing import Optional, Sequence
 
 from .. import __version__
 from ..core.errors import CancelledError, ClaraError, DiscoveryError, GeometryError, InputError
-from . import aws_commands, local_commands, loop_commands, segment_commands
+from . import aws_commands, batch_command, local_commands, loop_commands, segment_commands, service_command
 from .options import shared_options
 
-#: Each group adds its commands in this order, the order of ``clara-aws --help``; a new group (batch, service) is one more entry.
-COMMAND_GROUPS = (segment_commands, loop_commands, local_commands, aws_commands)
+#: Each group adds its commands in this order, the order of ``clara-aws --help``; a new group is one more entry.
+COMMAND_GROUPS = (segment_commands, loop_commands, batch_command, local_commands, aws_commands, service_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

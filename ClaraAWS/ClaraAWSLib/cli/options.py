@@ -50,7 +50,7 @@ def add_aws_arguments(group) -> None:
 
 
 def add_io_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", metavar="INPUT", help="input volume (any format SimpleITK reads)")
+    parser.add_argument("input", metavar="INPUT", help="input volume (any format SimpleITK reads) or a folder of one DICOM series")
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="label image to write, on INPUT's grid")
     parser.add_argument("--model", required=True, help="model name (see 'clara-aws models')")
 

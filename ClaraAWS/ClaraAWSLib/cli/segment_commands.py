@@ -107,13 +107,14 @@ def _run_work(args, task: str, arguments: dict, points: Optional[dict] = None) -
     from ..backends import check_points_inside
     from ..core.geometry import result_on_grid
     from ..core.nifti import encode_volume
-    from ..core.volume_files import check_output_path, read_image_file, write_image_file
+    from ..core.volume_files import check_output_path, write_image_file
+    from ..datasets import read_input
 
     # Everything that can be checked here is checked before the network: a bad OUTPUT, URL, header or
     # point found after a long upload and inference would waste both.
     output = check_output_path(args.output, args.input)
     progress = TerminalProgress()
-    volume = read_image_file(args.input)
+    volume = read_input(args.input)  # an image file or a folder holding one DICOM series
     check_points_inside(points or {}, volume.grid)
     image = encode_volume(volume)
     with open_client(args) as client:

@@ -1,7 +1,7 @@
 """``clara-aws service --stack NAME [--tasks N] [--wait] [--json]``: the Quick Start's ECS service as the
 engine that scales (tasks, healthy targets, GPU capacity; set the desired count; wait until healthy).
 
-Wired into ``clara-aws`` as ``add_arguments(subparser)`` and ``COMMANDS["service"] = run``. ``run``
+``add_commands`` puts it into ``clara-aws``. ``run``
 raises the project's typed errors (a capacity refusal is an InputError, exit 2; AWS failures are
 DiscoveryErrors, exit 3), which ``clara-aws``'s main turns into one line and an exit code.
 """
@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     aws.add_argument("--profile", help="AWS profile (default: the environment's)")
     aws.add_argument("--region", help="AWS region (default: the profile's or the environment's)")
     aws.add_argument("--aws-endpoint-url", metavar="URL", help="endpoint for every AWS service (local test servers)")
+
+
+def add_commands(commands, options) -> None:
+    parser = commands.add_parser("service", parents=[options.common], help=HELP)
+    add_arguments(parser)
+    parser.set_defaults(run=run)
 
 
 def _progress(status) -> None:

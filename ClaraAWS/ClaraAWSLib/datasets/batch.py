@@ -72,7 +72,7 @@ def _segment_with_retries(segment: Callable[[Volume], Volume], volume: Volume, s
 
 
 def _write(case: Case, labels: Volume, settings: BatchSettings) -> Path:
-    from ..core.imageio import write_image_file
+    from ..core.volume_files import write_image_file
 
     path = output_path(case, settings)
     if path.suffix == ".dcm":
@@ -84,7 +84,7 @@ def _write(case: Case, labels: Volume, settings: BatchSettings) -> Path:
 
 
 def _truth(case: Case, settings: BatchSettings) -> Optional[Volume]:
-    from ..core.imageio import read_image_file
+    from ..core.volume_files import read_image_file
 
     if settings.truth_dir is None:
         return None

@@ -65,7 +65,7 @@ def _numbers(text: str, count: int, what: str, path: Path) -> np.ndarray:
 def _header(path: Path):
     import SimpleITK as sitk
 
-    from ..core.imageio import quiet_native_stderr
+    from ..core.native_stderr import quiet_native_stderr
 
     reader = sitk.ImageFileReader()
     reader.SetImageIO("GDCMImageIO")
@@ -170,12 +170,12 @@ def read_series(series: DicomSeries) -> Volume:
     """The series' voxels (``[k, j, i]``, k along the slice normal) on the grid its tags describe."""
     import SimpleITK as sitk
 
-    from ..core.imageio import quiet_native_stderr
+    from ..core.native_stderr import quiet_native_stderr
 
     try:
         files, grid = sorted_slices(series)
     except MultiFrameSeries:
-        from ..core.imageio import read_image_file
+        from ..core.volume_files import read_image_file
 
         return read_image_file(series.files[0])
     reader = sitk.ImageSeriesReader()
@@ -202,7 +202,7 @@ def _series_in(folder: Path) -> List[Tuple[str, Tuple[Path, ...]]]:
     """(series UID, files) of every series whose files lie directly in ``folder``."""
     import SimpleITK as sitk
 
-    from ..core.imageio import quiet_native_stderr
+    from ..core.native_stderr import quiet_native_stderr
 
     with quiet_native_stderr():
         uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
@@ -259,7 +259,7 @@ def read_dicom_folder(folder: Union[str, Path]) -> Volume:
 
 def read_input(path: Union[str, Path]) -> Volume:
     """INPUT of any command: an image file SimpleITK reads, or a folder holding one DICOM series."""
-    from ..core.imageio import read_image_file
+    from ..core.volume_files import read_image_file
 
     path = Path(path)
     return read_dicom_folder(path) if path.is_dir() else read_image_file(path)

@@ -70,7 +70,7 @@ class Case:
 
     def load(self) -> Volume:
         """The case's voxels and grid; InputError (one sentence) when it cannot be read."""
-        from ..core.imageio import read_image_file
+        from ..core.volume_files import read_image_file
 
         if self.kind == "dicom":
             return read_series(self.series)
@@ -169,7 +169,7 @@ class S3Source:
     def load(self, bucket_key: Tuple[str, str], source: str) -> Volume:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from ..core.imageio import read_image_file
+        from ..core.volume_files import read_image_file
 
         bucket, key = bucket_key
         # A generated file name: the key (which may name a patient) goes nowhere but to S3.
@@ -194,9 +194,10 @@ class S3Source:
 
 def expand_inputs(spec: str, *, exclude: Iterable[Path] = (), s3_client: Any = None, profile: Optional[str] = None,
                   region: Optional[str] = None, endpoint_url: Optional[str] = None,
-                  page_size: Optional[int] = None) -> Iterator[Case]:
-    """The cases of batch INPUT ``spec``, one at a time; ``exclude`` keeps folders (OUTDIR) out of a folder walk."""
-    ids = CaseIds()
+                  page_size: Optional[int] = None, ids: Optional[CaseIds] = None) -> Iterator[Case]:
+    """The cases of batch INPUT ``spec``, one at a time; ``exclude`` keeps folders (OUTDIR) out of a folder walk;
+    ``ids`` (shared by several INPUTs of one batch) keeps case ids unique across them."""
+    ids = ids if ids is not None else CaseIds()
     if spec.lower().startswith("s3://"):
         yield from S3Source(spec, s3_client, profile=profile, region=region, endpoint_url=endpoint_url,
                             page_size=page_size).cases(ids)
