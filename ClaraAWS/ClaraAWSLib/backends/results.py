@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Sequence, Type, TypeVar, Union
 
 import numpy as np
 
@@ -12,6 +12,8 @@ from ..core.compression import BackgroundEncode
 from ..core.errors import MalformedResponseError
 from ..core.geometry import ImageGrid, LabelBox, Volume, place_in_grid, voxel_offset
 from ..core.imageio import EncodedImage, SliceLimit, as_label_volume, decode_image, decode_label_box, max_result_voxels
+from ..core.multipart import parse_multipart
+from .transport import json_object
 
 
 @dataclass
@@ -81,3 +83,24 @@ def place_cropped_result(labels: Volume, sent: ImageGrid, full: ImageGrid) -> Vo
 
 def _default_geometry(grid: ImageGrid) -> bool:
     return bool(np.allclose(grid.spacing, 1.0) and np.allclose(grid.origin, 0.0) and np.allclose(grid.direction, np.eye(3)))
+
+
+Result = TypeVar("Result", bound="LabelResult")
+
+
+def multipart_result(result_type: Type[Result], content_type: str, content: bytes, param_names: Sequence[str],
+                     what: str) -> Result:
+    """A multipart answer as a result: the one part with a filename is the label image, wherever it is, and
+    the part named like ``param_names`` its parameters; more than one file is refused."""
+    parts = parse_multipart(content_type, content)
+    files = [part for part in parts if part.filename]
+    if len(files) > 1:
+        raise MalformedResponseError(
+            f"The server sent {len(files)} result files for {what} where one is expected; the response is malformed."
+        )
+    params: Dict[str, Any] = {}
+    for part in parts:
+        if not part.filename and part.name in param_names:
+            params = json_object(part.data, "result parameters")
+    file = files[0] if files else None
+    return result_type(params, file.filename if file else None, file.data if file else None)

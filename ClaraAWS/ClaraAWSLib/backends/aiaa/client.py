@@ -19,18 +19,10 @@ from ...core.crop import BodyCrop, body_box, crop_volume
 from ...core.errors import CancelledError, InputError, MalformedResponseError, NotFoundError, SessionExpiredError
 from ...core.geometry import Volume
 from ...core.imageio import EncodedImage, read_image_file, result_byte_limit
-from ...core.multipart import CancelToken, MultipartBody, ProgressCallback, parse_multipart
-from ..results import ImageSession, LabelResult
+from ...core.multipart import CancelToken, MultipartBody, ProgressCallback
+from ..results import ImageSession, LabelResult, multipart_result
 from ..rules import MIN_EXTREME_POINTS, check_points_inside, index_points, require_model_type, session_path
-from ..transport import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_DEADLINE,
-    DEFAULT_READ_TIMEOUT,
-    HttpTransport,
-    ImageInput,
-    as_encoded_image,
-    json_object,
-)
+from ..transport import HttpTransport, ImageInput, as_encoded_image, json_object
 
 AUTO_SEGMENTATION_TYPES = ("segmentation", "others", "pipeline")
 ANNOTATION_TYPES = ("annotation",)
@@ -54,32 +46,17 @@ def check_model_task(model: Mapping[str, Any], task: str) -> Mapping[str, Any]:
 class AIAAClient:
     """A connection to one AIAA server (base URL with an optional path prefix)."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        verify: Union[bool, str] = True,
-        headers: Optional[Mapping[str, str]] = None,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        read_timeout: float = DEFAULT_READ_TIMEOUT,
-        http_session: Optional[requests.Session] = None,
-        deadline: Optional[float] = DEFAULT_DEADLINE,
-        stream_uploads: bool = True,
-        adaptive_level: bool = True,
-    ) -> None:
-        """``deadline`` bounds each whole request in seconds (None: no bound beyond the timeouts).
+    def __init__(self, base_url: str, *, adaptive_level: bool = True, **transport: Any) -> None:
+        """``transport``: the wire's options (verify, headers, connect_timeout, read_timeout, http_session,
+        deadline, stream_uploads; ``backends.transport.HttpTransport``, with its defaults).
 
-        ``stream_uploads`` sends a volume while it is being compressed (chunked transfer; a server that
-        refuses it gets a Content-Length upload from then on); ``adaptive_level`` compresses harder when
-        earlier uploads to this server showed the link, not the CPU, to be the bottleneck.
-        ``body_crop`` maps model names to a ``BodyCrop``: auto-segmentation with such a model sends only
-        the body's box, and the result is placed back at its offset (off for every model by default).
+        ``adaptive_level`` compresses harder when earlier uploads to this server showed the link, not the
+        CPU, to be the bottleneck. ``body_crop`` maps model names to a ``BodyCrop``: auto-segmentation with
+        such a model sends only the body's box, and the result is placed back at its offset (off for every
+        model by default).
         """
-        self.transport = HttpTransport(
-            base_url, verify=verify, headers=headers, connect_timeout=connect_timeout, read_timeout=read_timeout,
-            http_session=http_session, deadline=deadline, stream_uploads=stream_uploads, server_kind="AIAA",
-            session_expired_status=SESSION_EXPIRED_STATUS,
-        )
+        self.transport = HttpTransport(base_url, server_kind="AIAA", session_expired_status=SESSION_EXPIRED_STATUS,
+                                       **transport)
         self.base_url = self.transport.base_url
         self.adaptive_level = bool(adaptive_level)
         self.body_crop: Dict[str, BodyCrop] = {}
@@ -388,18 +365,7 @@ def _normalise_model(model: Dict[str, Any]) -> Dict[str, Any]:
 def _parse_work_response(content_type: str, content: bytes, endpoint: str) -> AIAAResult:
     kind = content_type.split(";")[0].strip().lower()
     if kind.startswith("multipart/"):
-        parts = parse_multipart(content_type, content)
-        files = [p for p in parts if p.filename]
-        if len(files) > 1:
-            raise MalformedResponseError(
-                f"The server sent {len(files)} result files where the protocol allows one; the response is malformed."
-            )
-        params: Dict[str, Any] = {}
-        for part in parts:
-            if not part.filename and part.name in ("params", "result", "results"):
-                params = json_object(part.data, "result parameters")
-        file = files[0] if files else None
-        return AIAAResult(params, file.filename if file else None, file.data if file else None)
+        return multipart_result(AIAAResult, content_type, content, ("params", "result", "results"), f"/v1/{endpoint}")
     if kind in ("application/json", "text/json") or kind.endswith("+json"):
         return AIAAResult(json_object(content, "answer"))
     if content[:2] == b"\x1f\x8b" or content[:4] == b"NRRD" or content[344:347] == b"n+1":

@@ -11,8 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from ...core.errors import InputError, MalformedResponseError, RemoteError, ServerError
 from ...core.geometry import ImageGrid, LabelBox, Volume
 from ...core.imageio import SliceLimit
-from ...core.multipart import parse_multipart
-from ..results import LabelResult
+from ..results import LabelResult, multipart_result
 from ..rules import check_points_inside, index_points
 from ..transport import json_object
 
@@ -190,16 +189,7 @@ def parse_infer_response(content_type: str, content: bytes, model: str) -> MONAI
     """The result JSON and the mask file: a multipart answer's part with a filename is the mask, wherever it is."""
     kind = content_type.split(";")[0].strip().lower()
     if kind.startswith("multipart/"):
-        parts = parse_multipart(content_type, content)
-        files = [part for part in parts if part.filename]
-        if len(files) > 1:
-            raise MalformedResponseError(f"The server sent {len(files)} result files for model '{model}' where one is expected.")
-        params: Dict[str, Any] = {}
-        for part in parts:
-            if not part.filename and part.name == "params":
-                params = json_object(part.data, "result parameters")
-        file = files[0] if files else None
-        return MONAILabelResult(params, file.filename if file else None, file.data if file else None)
+        return multipart_result(MONAILabelResult, content_type, content, ("params",), f"model '{model}'")
     if kind == "application/json":
         return MONAILabelResult(json_object(content, "result parameters"))
     if kind == "application/octet-stream":
