@@ -6,11 +6,13 @@ Sources (Slicer/Slicer):
   (qSlicerScriptedUtils::importModulePythonExtensions, Base/QTCore/qSlicerScriptedUtils.cxx v5.8.1:103-128),
   and the class named like the module is instantiated with the module object as ``parent``.
 - The widget is created on first ``widgetRepresentation()`` and ``setup()`` runs then, once; the Python
-  widget is published as ``slicer.modules.<Name>Widget`` (slicer.util.reloadScriptedModule relies on it,
-  util.py v5.8.1 ``reloadScriptedModule``); selecting a module exits the previous one and enters the new
-  one (qSlicerModulePanel / qSlicerAbstractModuleWidget::enter sets isEntered).
-- ``startupCompleted()`` is emitted once, after every module was loaded (qSlicerApplication /
-  qSlicerCoreApplication::handleCommandLineArguments); a slot connected later never runs.
+  widget is published as ``slicer.modules.<Name>Widget`` and the module instance as
+  ``slicer.modules.<Name>Instance`` (Base/QTGUI/qSlicerScriptedLoadableModuleWidget.cxx v5.8.1:170-174,
+  qSlicerScriptedLoadableModule.cxx:173-176); selecting a module exits the previous one and enters the
+  new one (qSlicerAbstractModuleWidget::enter sets isEntered).
+- ``startupCompleted()`` is emitted once, after every module was loaded and instantiated, when the main
+  window is first shown (or on a 0 ms timer without one): Base/QTApp/qSlicerApplicationHelper.txx
+  v5.8.1:312-319, main qSlicerApplicationHelper.hxx:499-506; a slot connected later never runs.
 - File -> Close Scene is ``mrmlScene.Clear(0)`` on the application's scene (qSlicerMainWindow
   on_FileCloseSceneAction_triggered); the real vtkMRMLScene of slicer-core does the rest (singleton
   nodes are reset, vtkMRMLScene.cxx v5.8.1 Clear).
