@@ -59,6 +59,8 @@ class ServerContext:
     max_upload_bytes: Optional[int] = None
     log_requests: bool = False
     max_image_voxels: Optional[int] = None
+    #: Seconds every model run waits first, to play a GPU model's latency (batch progress, interruption tests).
+    inference_delay: float = 0.0
 
 
 @dataclass
@@ -154,6 +156,8 @@ def run_model(endpoint: str) -> Callable[[ServerContext, Request], Response]:
             image, cache = read_upload(upload, context.max_image_voxels), ImageCache()
 
         started = time.perf_counter()
+        if context.inference_delay > 0:
+            time.sleep(context.inference_delay)
         output = model.run(ModelInput(image, params, cache))
         elapsed = time.perf_counter() - started
         _check_labels(output.labels, image.GetSize(), dtype, name)

@@ -81,6 +81,8 @@ class ReferenceServer:
     ``max_image_voxels`` bounds an image once decoded (413), ``max_sessions`` and ``max_session_bytes``
     bound the sessions kept (the oldest expire first); defaults as in ``ServerLimits``.
     ``ssl_context`` (a server-side ``ssl.SSLContext``) serves HTTPS instead of HTTP.
+    ``inference_delay`` makes every model run wait that many seconds first, as a GPU model's latency
+    would (the built-in models answer in milliseconds, too fast to interrupt a batch between cases).
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class ReferenceServer:
         max_image_voxels: Optional[int] = ServerLimits.max_image_voxels,
         max_sessions: Optional[int] = ServerLimits.max_sessions,
         max_session_bytes: Optional[int] = ServerLimits.max_session_bytes,
+        inference_delay: float = 0.0,
     ) -> None:
         self.host = host
         self._requested_port = int(port)
@@ -106,6 +109,9 @@ class ReferenceServer:
         self.max_upload_bytes = max_upload_bytes
         self.max_image_voxels = max_image_voxels
         self.log_requests = log_requests
+        if not 0 <= inference_delay <= 3600:
+            raise InputError(f"The inference delay must be 0 to 3600 seconds, not {inference_delay!r}.")
+        self.inference_delay = float(inference_delay)
         self._httpd: Optional[_HTTPServer] = None
         self._thread: Optional[threading.Thread] = None
         self._temp_root: Optional[Path] = None
@@ -123,6 +129,7 @@ class ReferenceServer:
             max_upload_bytes=self.max_upload_bytes,
             log_requests=self.log_requests,
             max_image_voxels=self.max_image_voxels,
+            inference_delay=self.inference_delay,
         )
         try:
             self._httpd = _HTTPServer((self.host, self._requested_port), context, self._ssl_context)
