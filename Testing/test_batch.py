@@ -84,6 +84,28 @@ def test_a_folder_run_writes_outputs_and_a_report_checked_by_hand(tmp_path):
     assert rows["case_1"]["dice_bright"] == ""  # no truth file for it
 
 
+def answer(status: int):
+    """The typed error the transport makes of an HTTP answer with ``status`` from a load balancer."""
+    import io
+
+    import requests
+
+    from ClaraAWSLib.backends.transport.failures import status_error
+
+    response = requests.Response()
+    response.status_code, response.raw, response.reason = status, io.BytesIO(b"<html>error</html>"), "Whatever"
+    return status_error(response, "http://clara.example.org/v1/segmentation", "model m", 1000)
+
+
+def refused():
+    import requests
+
+    from ClaraAWSLib.backends.transport.failures import transport_error
+
+    error = requests.exceptions.ConnectionError("[Errno 111] Connection refused")
+    return transport_error("http://clara.example.org/v1/segmentation", error, (10, 900), "AIAA")
+
+
 def test_what_a_task_replacement_drops_is_retried_and_other_errors_are_not(tmp_path):
     write(tmp_path / "in" / "a.nii.gz", ct(1))
     write(tmp_path / "in" / "b.nii.gz", ct(2))
@@ -103,12 +125,64 @@ def test_what_a_task_replacement_drops_is_retried_and_other_errors_are_not(tmp_p
         return threshold(volume)
 
     settings = BatchSettings(outdir=tmp_path / "out", label_names=NAMES, model_name="m", attempts=3, pause_s=2.0)
-    run_batch(expand_inputs(str(tmp_path / "in")), flaky, settings, sleep=sleeps.append)
+    run_batch(expand_inputs(str(tmp_path / "in")), flaky, settings, sleep=sleeps.append, random=lambda: 1.0)
     rows = read_report(tmp_path / "out" / "report.csv")
     assert (rows["a"]["status"], rows["b"]["status"], rows["c"]["status"]) == ("ok", "failed", "failed")
     assert calls == {"a": 3, "b": 3, "c": 1}
-    assert sorted(sleeps) == [2.0, 2.0, 4.0, 4.0]  # growing pauses, none after the last try
+    assert sorted(sleeps) == [2.0, 2.0, 4.0, 4.0]  # random() at its top: whole ceilings, none after the last try
     assert "502" in rows["b"]["message"] and rows["c"]["message"] == "The model refused this image."
+
+
+@pytest.mark.parametrize("failure", [lambda: answer(502), lambda: answer(503), lambda: answer(504), refused],
+                         ids=["502", "503", "504", "refused"])
+def test_pauses_double_and_are_jittered(tmp_path, failure):
+    write(tmp_path / "in" / "a.nii.gz", ct(1))
+    tries, sleeps = [], []
+    draws = iter([0.0, 1.0, 0.25, 0.5, 0.75])
+
+    def fails_five_times(volume):
+        tries.append(1)
+        if len(tries) <= 5:
+            raise failure()
+        return threshold(volume)
+
+    settings = BatchSettings(outdir=tmp_path / "out", label_names=NAMES, model_name="m", attempts=6, pause_s=2.0,
+                             max_pause_s=60.0)
+    report = run_batch(expand_inputs(str(tmp_path / "in")), fails_five_times, settings, sleep=sleeps.append,
+                       random=lambda: next(draws))
+    # Ceilings 2, 4, 8, 16, 32 s; each pause is half its ceiling plus draw x the other half.
+    assert sleeps == [1.0, 4.0, 5.0, 12.0, 28.0]
+    assert len(tries) == 6 and report.rows[0].status == "ok"
+
+
+def test_pauses_stop_growing_at_the_cap_and_the_last_failure_is_reported(tmp_path):
+    write(tmp_path / "in" / "a.nii.gz", ct(1))
+    sleeps = []
+
+    def always_503(volume):
+        raise answer(503)
+
+    settings = BatchSettings(outdir=tmp_path / "out", label_names=NAMES, model_name="m", attempts=6, pause_s=10.0,
+                             max_pause_s=30.0)
+    run_batch(expand_inputs(str(tmp_path / "in")), always_503, settings, sleep=sleeps.append, random=lambda: 0.5)
+    assert sleeps == [7.5, 15.0, 22.5, 22.5, 22.5]  # ceilings 10, 20, 30, 30, 30 at three quarters
+    row = read_report(tmp_path / "out" / "report.csv")["a"]
+    assert row["status"] == "failed" and "HTTP 503" in row["message"]
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 413, 422, 429, 500])
+def test_a_4xx_or_another_error_is_tried_once(tmp_path, status):
+    write(tmp_path / "in" / "a.nii.gz", ct(1))
+    tries, sleeps = [], []
+
+    def refuses(volume):
+        tries.append(1)
+        raise answer(status)
+
+    settings = BatchSettings(outdir=tmp_path / "out", label_names=NAMES, model_name="m", attempts=6)
+    run_batch(expand_inputs(str(tmp_path / "in")), refuses, settings, sleep=sleeps.append)
+    assert len(tries) == 1 and sleeps == []
+    assert read_report(tmp_path / "out" / "report.csv")["a"]["status"] == "failed"
 
 
 def test_a_resumed_run_skips_finished_cases_and_retries_failed_ones(tmp_path):

@@ -2,19 +2,26 @@
 
 The load balancer spreads requests over the ECS service's GPU tasks, so the runner only keeps
 ``workers`` cases in flight, retries what a task replacement drops (HTTP 502, 503, 504, refused or reset
-connections) with a growing pause, skips cases a previous run finished (their output exists and the
-report says ok), and writes the report after every case. A case that fails gets one sentence in the
-report; the batch goes on. The segmentation function is given by the caller (the command line builds
-it on a server backend), so this ring never imports the backends.
+connections) with exponentially growing, jittered pauses, skips cases a previous run finished (their
+output exists and the report says ok), and writes the report after every case. A case that fails gets
+one sentence in the report; the batch goes on. The segmentation function is given by the caller (the
+command line builds it on a server backend), so this ring never imports the backends.
+
+Ctrl-C (KeyboardInterrupt in the calling thread) stops at once: no case starts, requests in flight are
+abandoned (a rerun sends them again), writes already under way finish (every output and the report are
+renamed into place whole), and :class:`BatchInterrupted` carries the report of what was done.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
+import queue
+import random as _random
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from ..core.errors import (
     ClaraError,
@@ -32,6 +39,7 @@ REPORT_NAME = "report.csv"
 FORMATS = ("nifti", "dicom-seg")
 #: What a load balancer answers while a task is replaced or busy: worth another try.
 RETRYABLE = (ServerUnavailableError, GatewayTimeoutError, ServerUnreachableError)
+RETRYABLE_STATUS = (502, 503, 504)
 
 
 @dataclass(frozen=True)
@@ -42,15 +50,17 @@ class BatchSettings:
     output_format: str = "nifti"
     truth_dir: Optional[Path] = None
     workers: int = 1
-    attempts: int = 3
+    attempts: int = 6
+    #: The first retry waits pause_s/2 to pause_s; each later ceiling doubles, up to max_pause_s.
     pause_s: float = 5.0
+    max_pause_s: float = 60.0
     resume: bool = True
 
     def __post_init__(self) -> None:
         if self.output_format not in FORMATS:
             raise InputError(f"The output format '{self.output_format}' is not one of {', '.join(FORMATS)}.")
-        if not 1 <= self.workers <= 64 or not 1 <= self.attempts <= 10:
-            raise InputError("Give 1 to 64 workers and 1 to 10 attempts per case.")
+        if not 1 <= self.workers <= 64 or not 1 <= self.attempts <= 21:
+            raise InputError("Give 1 to 64 requests in flight and 0 to 20 retries per case.")
 
 
 def output_path(case: Case, settings: BatchSettings) -> Path:
@@ -59,16 +69,62 @@ def output_path(case: Case, settings: BatchSettings) -> Path:
     return settings.outdir / f"{case.case_id}.nii.gz"
 
 
+def retryable(error: BaseException) -> bool:
+    """A failure a task replacement causes (502, 503, 504, a refused or dropped connection), never a 4xx."""
+    status = getattr(error, "status", None)
+    return isinstance(error, RETRYABLE) and (status is None or status in RETRYABLE_STATUS)
+
+
+def retry_pause(retry: int, settings: BatchSettings, random: Callable[[], float]) -> float:
+    """Seconds before retry number ``retry`` (1, 2, ...): "equal jitter" below a doubling ceiling.
+
+    Half the ceiling is fixed, so pauses grow with each retry; the other half is random, so cases that
+    one task replacement failed together do not all come back to the load balancer in the same second.
+    """
+    ceiling = min(settings.max_pause_s, settings.pause_s * 2 ** (retry - 1))
+    return ceiling / 2 + random() * ceiling / 2
+
+
 def _segment_with_retries(segment: Callable[[Volume], Volume], volume: Volume, settings: BatchSettings,
-                          sleep: Callable[[float], None]) -> Volume:
+                          sleep: Callable[[float], None], random: Callable[[], float]) -> Volume:
     for attempt in range(1, settings.attempts + 1):
         try:
             return segment(volume)
-        except RETRYABLE:
-            if attempt == settings.attempts:
+        except ClaraError as error:
+            if attempt == settings.attempts or not retryable(error):
                 raise
-            sleep(settings.pause_s * attempt)
+            sleep(retry_pause(attempt, settings, random))
     raise AssertionError("unreachable")
+
+
+class WriteGate:
+    """Lets the main thread stop a batch without a half-written file: outputs are written inside
+    :meth:`writing`, and :meth:`stop` waits for those under way, after which none starts."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._writers = 0
+        self.stopped = False
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[bool]:
+        """Yields False once stopped: the caller then writes nothing."""
+        with self._condition:
+            if self.stopped:
+                yield False
+                return
+            self._writers += 1
+        try:
+            yield True
+        finally:
+            with self._condition:
+                self._writers -= 1
+                self._condition.notify_all()
+
+    def stop(self, timeout: float = 120.0) -> None:
+        with self._condition:
+            self.stopped = True
+            self._condition.wait_for(lambda: self._writers == 0, timeout)
 
 
 def _write(case: Case, labels: Volume, settings: BatchSettings) -> Path:
@@ -93,15 +149,20 @@ def _truth(case: Case, settings: BatchSettings) -> Optional[Volume]:
 
 
 def process_case(case: Case, segment: Callable[[Volume], Volume], settings: BatchSettings, *,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> CaseRow:
-    """One case from input to output file and report row; every failure becomes the row's one sentence."""
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 random: Callable[[], float] = _random.random, gate: Optional[WriteGate] = None) -> Optional[CaseRow]:
+    """One case from input to output file and report row; every failure becomes the row's one sentence.
+    None when ``gate`` was stopped before the output was written: the case was abandoned."""
     started = clock()
     try:
         volume = case.load()
-        labels = _segment_with_retries(segment, volume, settings, sleep)
+        labels = _segment_with_retries(segment, volume, settings, sleep, random)
         if not labels.grid.matches(volume.grid):
             raise GeometryError(f"The result of case {case.case_id} is not on its image's grid.")
-        _write(case, labels, settings)
+        with gate.writing() if gate is not None else contextlib.nullcontext(True) as allowed:
+            if not allowed:
+                return None
+            _write(case, labels, settings)
         truth = _truth(case, settings)
         dice = dice_scores(labels, truth, settings.label_names) if truth is not None else None
         return CaseRow(case.case_id, OK, clock() - started, label_volumes_ml(labels, settings.label_names), dice)
@@ -112,10 +173,62 @@ def process_case(case: Case, segment: Callable[[Volume], Volume], settings: Batc
                        message=f"An unexpected {type(error).__name__} stopped this case; run it again with --debug.")
 
 
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the batch; ``report`` holds (and report.csv says) what was finished."""
+
+    def __init__(self, report: Report) -> None:
+        super().__init__("The batch was interrupted.")
+        self.report = report
+
+
+class _Workers:
+    """``count`` daemon threads running ``work(case)``. Not a ThreadPoolExecutor: its threads are joined
+    at exit, so a request in flight would hold an interrupted command for up to its read timeout."""
+
+    def __init__(self, count: int, work: Callable[[Case], Optional[CaseRow]]) -> None:
+        self._cases: "queue.Queue[Optional[Case]]" = queue.Queue()
+        self.rows: "queue.Queue[CaseRow]" = queue.Queue()
+        self.in_flight = 0
+        self._count = count
+        for number in range(count):
+            threading.Thread(target=self._run, args=(work,), name=f"clara-aws-batch-{number + 1}", daemon=True).start()
+
+    def _run(self, work: Callable[[Case], Optional[CaseRow]]) -> None:
+        while True:
+            case = self._cases.get()
+            if case is None:
+                return
+            row = work(case)
+            if row is not None:
+                self.rows.put(row)
+
+    def submit(self, case: Case) -> None:
+        self.in_flight += 1
+        self._cases.put(case)
+
+    def next_row(self) -> CaseRow:
+        while True:
+            try:
+                row = self.rows.get(timeout=0.25)  # a timed wait: on Windows an untimed one ignores Ctrl-C
+            except queue.Empty:
+                continue
+            self.in_flight -= 1
+            return row
+
+    def close(self) -> None:
+        for _ in range(self._count):
+            self._cases.put(None)
+
+
 def run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], settings: BatchSettings, *,
-              progress: Optional[Callable[[CaseRow], None]] = None, sleep: Callable[[float], None] = time.sleep,
-              clock: Callable[[], float] = time.monotonic) -> Report:
-    """Every case of ``cases`` (consumed lazily, ``workers`` at a time); the report is rewritten after each."""
+              progress: Optional[Callable[[CaseRow], None]] = None, skipped: Optional[Callable[[Case], None]] = None,
+              sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+              random: Callable[[], float] = _random.random) -> Report:
+    """Every case of ``cases`` (consumed lazily, ``workers`` at a time); the report is rewritten after each.
+
+    ``progress(row)`` follows each finished case and ``skipped(case)`` each case an earlier run finished,
+    both in the calling thread. KeyboardInterrupt there becomes :class:`BatchInterrupted`.
+    """
     report_path = settings.outdir / REPORT_NAME
     with_dice = settings.truth_dir is not None
     report = Report.read(report_path, settings.label_names, with_dice=with_dice) if settings.resume else \
@@ -128,23 +241,33 @@ def run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], settin
         if progress is not None:
             progress(row)
 
-    pending: set = set()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=settings.workers) as pool:
-        try:
-            for case in cases:
-                if case.case_id in finished and output_path(case, settings).is_file():
-                    continue  # done by an earlier run
-                while len(pending) >= settings.workers:
-                    done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-                    for future in done:
-                        finish(future.result())
-                pending.add(pool.submit(process_case, case, segment, settings, sleep=sleep, clock=clock))
-            for future in concurrent.futures.as_completed(pending):
-                finish(future.result())
-            pending = set()
-        finally:
-            for future in pending:  # interrupted: what is not running yet never starts
-                future.cancel()
+    gate = WriteGate()
+    workers = _Workers(settings.workers, lambda case: process_case(case, segment, settings, sleep=sleep, clock=clock,
+                                                                   random=random, gate=gate))
+    try:
+        for case in cases:
+            if case.case_id in finished and output_path(case, settings).is_file():
+                if skipped is not None:
+                    skipped(case)
+                continue  # done by an earlier run
+            while workers.in_flight >= settings.workers:
+                finish(workers.next_row())
+            workers.submit(case)
+        while workers.in_flight:
+            finish(workers.next_row())
+    except BaseException as error:  # Ctrl-C, or an INPUT that fails while it is listed
+        gate.stop()  # the writes under way finish; the cases still in flight are abandoned
+        while True:  # cases that finished meanwhile are done: record them rather than send them again
+            try:
+                report.add(workers.rows.get_nowait())
+            except queue.Empty:
+                break
+        report.write(report_path)
+        if isinstance(error, KeyboardInterrupt):
+            raise BatchInterrupted(report) from None
+        raise
+    finally:
+        workers.close()
     if not report_path.exists():
         report.write(report_path)  # an empty batch still leaves its (header-only) report
     return report
