@@ -207,6 +207,10 @@ class ClaraService:
             scaling_range=(int(scalable["MinCapacity"]), int(scalable["MaxCapacity"])) if scalable else None,
         )
 
+    def running_tasks(self) -> int:
+        """The service's running tasks, from ecs:DescribeServices alone: what a batch keeps busy."""
+        return int(self._describe_service().get("runningCount") or 0)
+
     def set_tasks(self, tasks: int) -> TaskChange:
         """Set the desired count to ``tasks``; ServiceCapacityError (nothing changed) when the cluster cannot place them."""
         if not isinstance(tasks, int) or isinstance(tasks, bool) or tasks < 0:

@@ -6,19 +6,27 @@ INPUT: an image file, a folder (image files and DICOM series, recursively), an M
 
 ``add_commands`` puts it into ``clara-aws`` with the server, TLS and AWS options of the other server
 commands; ``connect(args)`` opens a backend as every server command does, one per worker thread.
+
+Requests in flight: ``--jobs N``; else, with ``--stack``, one per running task of the stack's ECS service
+(the load balancer gives each task one); else 2. Ctrl-C (or SIGTERM) stops at once and exits 130; the same
+command again finishes the rest, sending nothing for the cases report.csv already has as ok.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
+import shutil
+import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .argtypes import whole_number
 
+DEFAULT_JOBS = 2
 HELP = "segment every case of a folder, dataset.json or s3:// prefix; writes OUTDIR/<case>.nii.gz and report.csv"
 
 
@@ -30,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("nifti", "dicom-seg"), default="nifti",
                         help="dicom-seg: a DICOM Segmentation for DICOM inputs (needs clara-aws[dicom])")
     parser.add_argument("--truth", metavar="DIR", help="reference labels DIR/<case>.nii.gz: adds dice_<label> columns")
-    parser.add_argument("--jobs", type=whole_number(1), default=2, metavar="N",
-                        help="requests in flight at once (default 2; about the number of the service's GPU tasks)")
+    parser.add_argument("--jobs", type=whole_number(1), default=None, metavar="N",
+                        help=f"requests in flight at once (default: with --stack, one per running task of its ECS "
+                             f"service; else {DEFAULT_JOBS})")
     parser.add_argument("--retries", type=whole_number(0), default=5, metavar="N",
                         help="retries of a case the load balancer answers 502/503/504 or drops (default 5; never a 4xx)")
     parser.add_argument("--no-resume", action="store_true", help="segment cases again even if report.csv says ok")
@@ -76,10 +85,87 @@ def _segmenter(args, connect: Callable):
     return segment, list(model.get("labels") or ()), close
 
 
+def requests_in_flight(args, say: Callable[[str], None]) -> int:
+    """--jobs when given; else one per running task of the --stack's ECS service; else DEFAULT_JOBS."""
+    if args.jobs is not None:
+        return args.jobs
+    if not args.stack:
+        return DEFAULT_JOBS
+    from ..aws.service import ClaraService
+    from ..core.errors import ClaraError
+
+    try:
+        running = ClaraService.open(args.stack, profile=args.profile, region=args.region,
+                                    endpoint_url=args.aws_endpoint_url).running_tasks()
+    except ClaraError as error:
+        # The batch can still run through the load balancer; only the count of tasks is unknown.
+        say(f"clara-aws: the ECS service of stack {args.stack} cannot be read ({str(error).rstrip('.')}), "
+            f"so {DEFAULT_JOBS} requests go in flight; give --jobs N to choose.")
+        return DEFAULT_JOBS
+    if running < 1:
+        say(f"clara-aws: the ECS service of stack {args.stack} has no running task yet, so {DEFAULT_JOBS} "
+            "requests go in flight; give --jobs N to choose.")
+        return DEFAULT_JOBS
+    jobs = min(running, 64)
+    say(f"clara-aws: {jobs} requests in flight, one per running task of stack {args.stack}'s ECS service.")
+    return jobs
+
+
+def _cases(args, outdir: Path):
+    """The cases of every INPUT, in one case-id space: a list for local INPUTs, a generator with s3://."""
+    from ..datasets.inputs import CaseIds, expand_inputs
+
+    ids = CaseIds()
+    cases = itertools.chain.from_iterable(
+        expand_inputs(spec, exclude=[outdir], profile=getattr(args, "profile", None),
+                      region=getattr(args, "region", None), endpoint_url=getattr(args, "aws_endpoint_url", None),
+                      ids=ids)
+        for spec in args.inputs)
+    if any(spec.lower().startswith("s3://") for spec in args.inputs):
+        return cases  # a prefix is listed page by page as the batch goes: it may hold millions of keys
+    return list(cases)  # local listings are quick; listed first, a bad INPUT costs nothing and the bar has a total
+
+
+def _counted(cases, display) -> Iterator:
+    """``cases`` as they come, telling ``display`` the total once the listing ends."""
+    count = 0
+    for case in cases:
+        count += 1
+        yield case
+    display.total = count
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt: a shell starting the command in the background makes it
+    ignore SIGINT, and a scheduler stops it with SIGTERM; both must still stop it cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def interrupted_text(report, total, outdir: Path) -> str:
+    ok = sum(1 for row in report.rows if row.status == "ok") if report is not None else None
+    done = f"{ok} case{'s' if ok != 1 else ''} done" if ok is not None else "the cases done so far"
+    rest = f"the other {max(total - ok, 0)}" if ok is not None and total is not None else "the rest"
+    return (f"clara-aws: interrupted; {done} in {outdir / 'report.csv'}, and the same command again "
+            f"segments {rest}.")
+
+
 def run(args: argparse.Namespace, connect: Callable) -> int:
     from ..core.errors import InputError
     from ..datasets.batch import BatchSettings, run_batch, summary
-    from ..datasets.inputs import CaseIds, expand_inputs
+    from .batch_progress import BatchProgress
 
     outdir = Path(args.out)
     if outdir.exists() and not outdir.is_dir():
@@ -87,24 +173,27 @@ def run(args: argparse.Namespace, connect: Callable) -> int:
     truth = Path(args.truth) if args.truth else None
     if truth is not None and not truth.is_dir():
         raise InputError(f"--truth {truth} is not a folder of <case>.nii.gz reference labels.")
-    segment, labels, close = _segmenter(args, connect)
-    try:
-        settings = BatchSettings(outdir=outdir, label_names=labels, model_name=args.model, output_format=args.format,
-                                 truth_dir=truth, workers=args.jobs, attempts=args.retries + 1,
-                                 resume=not args.no_resume)
-        ids = CaseIds()  # one case-id space for every INPUT of the batch
-        cases = itertools.chain.from_iterable(
-            expand_inputs(spec, exclude=[outdir], profile=getattr(args, "profile", None),
-                          region=getattr(args, "region", None), endpoint_url=getattr(args, "aws_endpoint_url", None),
-                          ids=ids)
-            for spec in args.inputs)
-
-        def show(row) -> None:
-            text = f"{row.case}: {row.status} ({row.seconds:.1f} s)" + (f": {row.message}" if row.message else "")
-            print(text, file=sys.stderr)
-
-        report = run_batch(cases, segment, settings, progress=show)
-    finally:
-        close()
-    print(f"{summary(report)} Report: {outdir / 'report.csv'}", file=sys.stderr)
+    say = lambda text: print(text, file=sys.stderr)  # noqa: E731
+    display = BatchProgress(sys.stderr, tty=sys.stderr.isatty(), columns=shutil.get_terminal_size().columns)
+    report = None
+    with _interrupts():
+        try:
+            cases = _cases(args, outdir)
+            display.total = len(cases) if isinstance(cases, list) else None
+            jobs = requests_in_flight(args, say)
+            segment, labels, close = _segmenter(args, connect)
+            try:
+                settings = BatchSettings(outdir=outdir, label_names=labels, model_name=args.model,
+                                         output_format=args.format, truth_dir=truth, workers=jobs,
+                                         attempts=args.retries + 1, resume=not args.no_resume)
+                report = run_batch(_counted(cases, display), segment, settings, progress=display.finished,
+                                   skipped=display.skipped)
+            finally:
+                display.close()
+                close()
+        except KeyboardInterrupt as interrupt:
+            display.close()
+            say(interrupted_text(getattr(interrupt, "report", None), display.total, outdir))
+            return 130
+    say(f"{summary(report)} Report: {outdir / 'report.csv'}")
     return 0 if all(row.status == "ok" for row in report.rows) else 1
