@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import os
 import shutil
 import signal
 import sys
@@ -162,6 +163,24 @@ def interrupted_text(report, total, outdir: Path) -> str:
             f"segments {rest}.")
 
 
+def _stop(sentence: str, display) -> None:
+    """Say ``sentence`` and, when abandoned requests still hold worker threads, end the process with 130 here.
+
+    Those threads cannot be stopped, and Python's shutdown aborts the process (SIGABRT, no message) when one
+    wakes inside ITK's C++ code; everything worth keeping is already renamed into place. The sentence waits
+    for any worker's ITK call that has file descriptor 2 redirected, or it would vanish into that sink.
+    """
+    from ..core.native_stderr import native_stderr_restored
+    from ..datasets.batch import busy_workers
+
+    with native_stderr_restored():
+        display.close()
+        print(sentence, file=sys.stderr, flush=True)
+        if busy_workers():
+            sys.stdout.flush()
+            os._exit(130)
+
+
 def run(args: argparse.Namespace, connect: Callable) -> int:
     from ..core.errors import InputError
     from ..datasets.batch import BatchSettings, run_batch, summary
@@ -192,8 +211,7 @@ def run(args: argparse.Namespace, connect: Callable) -> int:
                 display.close()
                 close()
         except KeyboardInterrupt as interrupt:
-            display.close()
-            say(interrupted_text(getattr(interrupt, "report", None), display.total, outdir))
+            _stop(interrupted_text(getattr(interrupt, "report", None), display.total, outdir), display)
             return 130
     say(f"{summary(report)} Report: {outdir / 'report.csv'}")
     return 0 if all(row.status == "ok" for row in report.rows) else 1

@@ -44,6 +44,18 @@ def quiet_native_stderr(captured: Optional[CapturedText] = None) -> Iterator[Cap
                 captured._text = sink.read(4096).decode("utf-8", errors="replace").strip()
 
 
+@contextlib.contextmanager
+def native_stderr_restored(timeout: float = 30.0) -> Iterator[None]:
+    """Standard error back on its own file descriptor 2 while the block runs: waits (up to ``timeout`` s)
+    for other threads' :func:`quiet_native_stderr` blocks, where whatever is printed would go to their sink."""
+    acquired = _stderr_lock.acquire(timeout=timeout)
+    try:
+        yield
+    finally:
+        if acquired:
+            _stderr_lock.release()
+
+
 def last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""

@@ -148,29 +148,48 @@ def _truth(case: Case, settings: BatchSettings) -> Optional[Volume]:
     return read_image_file(path) if path.is_file() else None
 
 
+def _failed_row(case: Case, error: Exception, seconds: float) -> CaseRow:
+    if isinstance(error, ClaraError):
+        return CaseRow(case.case_id, FAILED, seconds, message=str(error))
+    # A bug must not cost the other cases; the row says what kind it was.
+    return CaseRow(case.case_id, FAILED, seconds,
+                   message=f"An unexpected {type(error).__name__} stopped this case; run it again with --debug.")
+
+
 def process_case(case: Case, segment: Callable[[Volume], Volume], settings: BatchSettings, *,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 random: Callable[[], float] = _random.random, gate: Optional[WriteGate] = None) -> Optional[CaseRow]:
+                 random: Callable[[], float] = _random.random, gate: Optional[WriteGate] = None,
+                 deliver: Optional[Callable[[CaseRow], None]] = None) -> Optional[CaseRow]:
     """One case from input to output file and report row; every failure becomes the row's one sentence.
-    None when ``gate`` was stopped before the output was written: the case was abandoned."""
+
+    ``deliver(row)`` runs before the return, for an ok row still inside ``gate``: an interruption then
+    finds every output it let through already delivered. None when ``gate`` had stopped before the
+    output was written: the case was abandoned.
+    """
     started = clock()
     try:
         volume = case.load()
         labels = _segment_with_retries(segment, volume, settings, sleep, random)
         if not labels.grid.matches(volume.grid):
             raise GeometryError(f"The result of case {case.case_id} is not on its image's grid.")
-        with gate.writing() if gate is not None else contextlib.nullcontext(True) as allowed:
-            if not allowed:
-                return None
+    except Exception as error:
+        row = _failed_row(case, error, clock() - started)
+        if deliver is not None:
+            deliver(row)
+        return row
+    with gate.writing() if gate is not None else contextlib.nullcontext(True) as allowed:
+        if not allowed:
+            return None
+        try:
             _write(case, labels, settings)
-        truth = _truth(case, settings)
-        dice = dice_scores(labels, truth, settings.label_names) if truth is not None else None
-        return CaseRow(case.case_id, OK, clock() - started, label_volumes_ml(labels, settings.label_names), dice)
-    except ClaraError as error:
-        return CaseRow(case.case_id, FAILED, clock() - started, message=str(error))
-    except Exception as error:  # a bug must not cost the other cases; the row says what kind it was
-        return CaseRow(case.case_id, FAILED, clock() - started,
-                       message=f"An unexpected {type(error).__name__} stopped this case; run it again with --debug.")
+            truth = _truth(case, settings)
+            dice = dice_scores(labels, truth, settings.label_names) if truth is not None else None
+            row = CaseRow(case.case_id, OK, clock() - started, label_volumes_ml(labels, settings.label_names), dice)
+        except Exception as error:
+            row = _failed_row(case, error, clock() - started)
+        if deliver is not None:
+            deliver(row)
+        return row
 
 
 class BatchInterrupted(KeyboardInterrupt):
@@ -181,26 +200,32 @@ class BatchInterrupted(KeyboardInterrupt):
         self.report = report
 
 
+WORKER_NAME = "clara-aws-batch"
+
+
+def busy_workers() -> int:
+    """Worker threads still alive: after an interruption, those waiting on an abandoned request."""
+    return sum(1 for thread in threading.enumerate() if thread.name.startswith(WORKER_NAME) and thread.is_alive())
+
+
 class _Workers:
     """``count`` daemon threads running ``work(case)``. Not a ThreadPoolExecutor: its threads are joined
     at exit, so a request in flight would hold an interrupted command for up to its read timeout."""
 
-    def __init__(self, count: int, work: Callable[[Case], Optional[CaseRow]]) -> None:
+    def __init__(self, count: int, work: Callable[[Case, Callable[[CaseRow], None]], object]) -> None:
         self._cases: "queue.Queue[Optional[Case]]" = queue.Queue()
         self.rows: "queue.Queue[CaseRow]" = queue.Queue()
         self.in_flight = 0
         self._count = count
         for number in range(count):
-            threading.Thread(target=self._run, args=(work,), name=f"clara-aws-batch-{number + 1}", daemon=True).start()
+            threading.Thread(target=self._run, args=(work,), name=f"{WORKER_NAME}-{number + 1}", daemon=True).start()
 
-    def _run(self, work: Callable[[Case], Optional[CaseRow]]) -> None:
+    def _run(self, work: Callable[[Case, Callable[[CaseRow], None]], object]) -> None:
         while True:
             case = self._cases.get()
             if case is None:
                 return
-            row = work(case)
-            if row is not None:
-                self.rows.put(row)
+            work(case, self.rows.put)
 
     def submit(self, case: Case) -> None:
         self.in_flight += 1
@@ -242,8 +267,8 @@ def run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], settin
             progress(row)
 
     gate = WriteGate()
-    workers = _Workers(settings.workers, lambda case: process_case(case, segment, settings, sleep=sleep, clock=clock,
-                                                                   random=random, gate=gate))
+    workers = _Workers(settings.workers, lambda case, deliver: process_case(
+        case, segment, settings, sleep=sleep, clock=clock, random=random, gate=gate, deliver=deliver))
     try:
         for case in cases:
             if case.case_id in finished and output_path(case, settings).is_file():
