@@ -257,7 +257,8 @@ def test_serve_on_a_host_that_is_not_an_address_exits_with_2(host):
     assert "--host" in run.stderr
 
 
-@pytest.mark.parametrize("option, value", [("--max-sessions", "0"), ("--max-image-mvoxels", "-5"), ("--max-session-mb", "nan")])
+@pytest.mark.parametrize("option, value", [("--max-sessions", "0"), ("--max-image-mvoxels", "-5"), ("--max-session-mb", "nan"),
+                                           ("--inference-slots", "0"), ("--inference-delay", "-1")])
 def test_serve_refuses_limits_that_are_not_positive(option, value):
     run = clara_aws("serve", "--port", "0", option, value, timeout=30)
     assert_one_line_failure(run, 2)

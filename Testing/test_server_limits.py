@@ -148,3 +148,46 @@ def test_many_sessions_keep_the_server_within_its_byte_budget(tmp_path):
             create_session(server.url, image)
         assert server.sessions.image_bytes <= budget and len(server.sessions) == 5
         assert server.sessions.evicted == 35
+
+
+class _CountingModel:
+    """Records how many of its runs overlap; each run takes 0.5 s."""
+
+    name, type = "counting", "segmentation"
+
+    def __init__(self):
+        import threading
+
+        self.lock, self.now, self.most = threading.Lock(), 0, 0
+
+    def info(self):
+        return {"name": self.name, "type": self.type, "labels": ["bright"], "description": "counts overlapping runs"}
+
+    def run(self, request):
+        import time
+
+        from ClaraAWSLib.server.models import ModelOutput
+
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(0.5)  # long enough for the other requests to arrive while this one runs
+        with self.lock:
+            self.now -= 1
+        array = np.zeros(tuple(reversed(request.size)), np.uint8)
+        return ModelOutput(array, {})
+
+
+@pytest.mark.parametrize("slots, most", [(None, 3), (1, 1), (2, 2)])
+def test_inference_slots_bound_the_model_runs_at_once(tmp_path, slots, most):
+    """``--inference-slots N`` plays one task's GPU: three requests at once, at most N models running."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = _CountingModel()
+    path = write_volume(Volume(np.zeros((6, 6, 6), np.int16), ImageGrid((6, 6, 6), (1, 1, 1), (0, 0, 0), np.eye(3))),
+                        tmp_path / "ct.nii.gz")
+    with running_reference_server(models=[model], inference_slots=slots) as server:
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda _: post_work(server.url, "segmentation", "counting", path), range(3)))
+    assert [answer.status_code for answer in answers] == [200] * 3
+    assert model.most == most

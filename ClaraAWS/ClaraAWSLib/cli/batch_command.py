@@ -55,14 +55,22 @@ def add_commands(commands, options) -> None:
     parser.set_defaults(run=lambda args: run(args, connect=open_client))
 
 
-def _segmenter(args, connect: Callable):
-    """(segment function, model labels, close) on one backend per worker thread."""
+def _segmenter(args, connect: Callable, retry: Callable = lambda action: action()):
+    """(segment function, model labels, close) on one backend per worker thread; ``retry`` runs the
+    first connection and the model's lookup (a task replacement can answer them 502 as well)."""
     from ..backends import AUTO_SEGMENT
     from ..core.geometry import result_on_grid
     from ..core.nifti import encode_volume
 
-    first = connect(args)
-    model = first.check_model_task(first.model(args.model), AUTO_SEGMENT)
+    def first_connection():
+        backend = connect(args)
+        try:
+            return backend, backend.check_model_task(backend.model(args.model), AUTO_SEGMENT)
+        except BaseException:
+            backend.close()
+            raise
+
+    first, model = retry(first_connection)
     local = threading.local()
     opened = [first]
     lock = threading.Lock()
@@ -183,7 +191,7 @@ def _stop(sentence: str, display) -> None:
 
 def run(args: argparse.Namespace, connect: Callable) -> int:
     from ..core.errors import InputError
-    from ..datasets.batch import BatchSettings, run_batch, summary
+    from ..datasets.batch import BatchSettings, retrying, run_batch, summary
     from .batch_progress import BatchProgress
 
     outdir = Path(args.out)
@@ -200,7 +208,7 @@ def run(args: argparse.Namespace, connect: Callable) -> int:
             cases = _cases(args, outdir)
             display.total = len(cases) if isinstance(cases, list) else None
             jobs = requests_in_flight(args, say)
-            segment, labels, close = _segmenter(args, connect)
+            segment, labels, close = _segmenter(args, connect, lambda action: retrying(action, args.retries + 1))
             try:
                 settings = BatchSettings(outdir=outdir, label_names=labels, model_name=args.model,
                                          output_format=args.format, truth_dir=truth, workers=jobs,

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 from ..core.errors import (
     ClaraError,
@@ -40,6 +40,7 @@ FORMATS = ("nifti", "dicom-seg")
 #: What a load balancer answers while a task is replaced or busy: worth another try.
 RETRYABLE = (ServerUnavailableError, GatewayTimeoutError, ServerUnreachableError)
 RETRYABLE_STATUS = (502, 503, 504)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -75,25 +76,26 @@ def retryable(error: BaseException) -> bool:
     return isinstance(error, RETRYABLE) and (status is None or status in RETRYABLE_STATUS)
 
 
-def retry_pause(retry: int, settings: BatchSettings, random: Callable[[], float]) -> float:
+def retry_pause(retry: int, pause_s: float, max_pause_s: float, random: Callable[[], float]) -> float:
     """Seconds before retry number ``retry`` (1, 2, ...): "equal jitter" below a doubling ceiling.
 
     Half the ceiling is fixed, so pauses grow with each retry; the other half is random, so cases that
     one task replacement failed together do not all come back to the load balancer in the same second.
     """
-    ceiling = min(settings.max_pause_s, settings.pause_s * 2 ** (retry - 1))
+    ceiling = min(max_pause_s, pause_s * 2 ** (retry - 1))
     return ceiling / 2 + random() * ceiling / 2
 
 
-def _segment_with_retries(segment: Callable[[Volume], Volume], volume: Volume, settings: BatchSettings,
-                          sleep: Callable[[float], None], random: Callable[[], float]) -> Volume:
-    for attempt in range(1, settings.attempts + 1):
+def retrying(action: Callable[[], T], attempts: int, *, pause_s: float = 5.0, max_pause_s: float = 60.0,
+             sleep: Callable[[float], None] = time.sleep, random: Callable[[], float] = _random.random) -> T:
+    """``action()``, tried up to ``attempts`` times while it fails as a task replacement makes it fail."""
+    for attempt in range(1, attempts + 1):
         try:
-            return segment(volume)
+            return action()
         except ClaraError as error:
-            if attempt == settings.attempts or not retryable(error):
+            if attempt == attempts or not retryable(error):
                 raise
-            sleep(retry_pause(attempt, settings, random))
+            sleep(retry_pause(attempt, pause_s, max_pause_s, random))
     raise AssertionError("unreachable")
 
 
@@ -169,7 +171,8 @@ def process_case(case: Case, segment: Callable[[Volume], Volume], settings: Batc
     started = clock()
     try:
         volume = case.load()
-        labels = _segment_with_retries(segment, volume, settings, sleep, random)
+        labels = retrying(lambda: segment(volume), settings.attempts, pause_s=settings.pause_s,
+                          max_pause_s=settings.max_pause_s, sleep=sleep, random=random)
         if not labels.grid.matches(volume.grid):
             raise GeometryError(f"The result of case {case.case_id} is not on its image's grid.")
     except Exception as error:

@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .bodies import BodyReader
+from .gpu_play import GpuPlay
 from .imagefiles import read_upload, write_labels
 from .models import ImageCache, ModelInput, ModelRegistry
 from .problems import BadRequest, InvalidImage, InvalidParams, ModelNotFound, WrongModelType
@@ -59,8 +60,8 @@ class ServerContext:
     max_upload_bytes: Optional[int] = None
     log_requests: bool = False
     max_image_voxels: Optional[int] = None
-    #: Seconds every model run waits first, to play a GPU model's latency (batch progress, interruption tests).
-    inference_delay: float = 0.0
+    #: A GPU task's latency and one-at-a-time model runs, played on the CPU (see gpu_play).
+    gpu: GpuPlay = field(default_factory=GpuPlay)
 
 
 @dataclass
@@ -155,11 +156,11 @@ def run_model(endpoint: str) -> Callable[[ServerContext, Request], Response]:
                 )
             image, cache = read_upload(upload, context.max_image_voxels), ImageCache()
 
-        started = time.perf_counter()
-        if context.inference_delay > 0:
-            time.sleep(context.inference_delay)
-        output = model.run(ModelInput(image, params, cache))
-        elapsed = time.perf_counter() - started
+        with context.gpu.slot():
+            started = time.perf_counter()
+            context.gpu.latency()
+            output = model.run(ModelInput(image, params, cache))
+            elapsed = time.perf_counter() - started
         _check_labels(output.labels, image.GetSize(), dtype, name)
 
         result_path = request.temp_dir() / f"result{extension}"

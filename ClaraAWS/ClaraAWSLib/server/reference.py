@@ -19,6 +19,7 @@ from typing import Optional, Sequence, TextIO
 from ..core.errors import InputError, ListenError
 from .app import AIAARequestHandler
 from .endpoints import ServerContext
+from .gpu_play import GpuPlay
 from .limits import ServerLimits
 from .models import Model, ModelRegistry
 from .sessions import SessionStore
@@ -82,7 +83,8 @@ class ReferenceServer:
     bound the sessions kept (the oldest expire first); defaults as in ``ServerLimits``.
     ``ssl_context`` (a server-side ``ssl.SSLContext``) serves HTTPS instead of HTTP.
     ``inference_delay`` makes every model run wait that many seconds first, as a GPU model's latency
-    would (the built-in models answer in milliseconds, too fast to interrupt a batch between cases).
+    would (the built-in models answer in milliseconds, too fast to interrupt a batch between cases), and
+    ``inference_slots`` bounds the model runs at once (1: one GPU's queue); see :mod:`.gpu_play`.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class ReferenceServer:
         max_sessions: Optional[int] = ServerLimits.max_sessions,
         max_session_bytes: Optional[int] = ServerLimits.max_session_bytes,
         inference_delay: float = 0.0,
+        inference_slots: Optional[int] = None,
     ) -> None:
         self.host = host
         self._requested_port = int(port)
@@ -109,9 +112,7 @@ class ReferenceServer:
         self.max_upload_bytes = max_upload_bytes
         self.max_image_voxels = max_image_voxels
         self.log_requests = log_requests
-        if not 0 <= inference_delay <= 3600:
-            raise InputError(f"The inference delay must be 0 to 3600 seconds, not {inference_delay!r}.")
-        self.inference_delay = float(inference_delay)
+        self.gpu = GpuPlay(delay_s=inference_delay, slots=inference_slots)
         self._httpd: Optional[_HTTPServer] = None
         self._thread: Optional[threading.Thread] = None
         self._temp_root: Optional[Path] = None
@@ -129,7 +130,7 @@ class ReferenceServer:
             max_upload_bytes=self.max_upload_bytes,
             log_requests=self.log_requests,
             max_image_voxels=self.max_image_voxels,
-            inference_delay=self.inference_delay,
+            gpu=self.gpu,
         )
         try:
             self._httpd = _HTTPServer((self.host, self._requested_port), context, self._ssl_context)
@@ -202,6 +203,7 @@ def serve_forever_cli(
     port: int = 5000,
     *,
     limits: Optional[ServerLimits] = None,
+    gpu: Optional[GpuPlay] = None,
     out: TextIO = sys.stdout,
 ) -> int:
     """Run the reference server in the foreground until Ctrl-C or SIGTERM (``clara-aws serve``); returns 0.
@@ -213,7 +215,9 @@ def serve_forever_cli(
         raise InputError(f"--port {port} is not a port number; give one from 1 to 65535, or 0 for a free one.")
     if not _could_be_host(host):
         raise InputError(f"--host {host!r} is neither an IP address nor a host name; use e.g. 127.0.0.1.")
-    server = ReferenceServer.with_limits(host, port, limits or ServerLimits(), log_requests=True)
+    gpu = gpu or GpuPlay()
+    server = ReferenceServer.with_limits(host, port, limits or ServerLimits(), log_requests=True,
+                                         inference_delay=gpu.delay_s, inference_slots=gpu.slots)
     try:
         server.start()
     except socket.gaierror:
