@@ -129,13 +129,16 @@ def test_what_a_task_replacement_drops_is_retried_and_other_errors_are_not(tmp_p
     rows = read_report(tmp_path / "out" / "report.csv")
     assert (rows["a"]["status"], rows["b"]["status"], rows["c"]["status"]) == ("ok", "failed", "failed")
     assert calls == {"a": 3, "b": 3, "c": 1}
-    assert sorted(sleeps) == [2.0, 2.0, 4.0, 4.0]  # random() at its top: whole ceilings, none after the last try
+    # random() at its top: whole ceilings, none after the last try; after a 502 (one task failed, the next
+    # try goes to another) the ceilings start from the quick pause, 0.5 s.
+    assert sorted(sleeps) == [0.5, 1.0, 2.0, 4.0]
     assert "502" in rows["b"]["message"] and rows["c"]["message"] == "The model refused this image."
 
 
 @pytest.mark.parametrize("failure", [lambda: answer(502), lambda: answer(503), lambda: answer(504), refused],
                          ids=["502", "503", "504", "refused"])
-def test_pauses_double_and_are_jittered(tmp_path, failure):
+def test_pauses_double_and_are_jittered(tmp_path, failure, request):
+    failure_id = request.node.callspec.id
     write(tmp_path / "in" / "a.nii.gz", ct(1))
     tries, sleeps = [], []
     draws = iter([0.0, 1.0, 0.25, 0.5, 0.75])
@@ -147,11 +150,15 @@ def test_pauses_double_and_are_jittered(tmp_path, failure):
         return threshold(volume)
 
     settings = BatchSettings(outdir=tmp_path / "out", label_names=NAMES, model_name="m", attempts=6, pause_s=2.0,
-                             max_pause_s=60.0)
+                             quick_pause_s=0.5, max_pause_s=60.0)
     report = run_batch(expand_inputs(str(tmp_path / "in")), fails_five_times, settings, sleep=sleeps.append,
                        random=lambda: next(draws))
-    # Ceilings 2, 4, 8, 16, 32 s; each pause is half its ceiling plus draw x the other half.
-    assert sleeps == [1.0, 4.0, 5.0, 12.0, 28.0]
+    if failure_id in ("502", "refused"):  # one task failed: the balancer sends the next try to another
+        # Ceilings 0.5, 1, 2, 4, 8 s; each pause is half its ceiling plus draw x the other half.
+        assert sleeps == [0.25, 1.0, 1.25, 3.0, 7.0]
+    else:  # no task can answer now (503) or in time (504)
+        # Ceilings 2, 4, 8, 16, 32 s.
+        assert sleeps == [1.0, 4.0, 5.0, 12.0, 28.0]
     assert len(tries) == 6 and report.rows[0].status == "ok"
 
 

@@ -1,4 +1,4 @@
-"""How many requests `clara-aws batch` keeps in flight: --jobs, else one per running task of the --stack's
+"""How many requests `clara-aws batch` keeps in flight: --jobs, else two per running task of the --stack's
 ECS service (moto on 127.0.0.1 holds a Quick Start-shaped stack), else 2 with a one-line note."""
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ def set_running(deployment, tasks):
                                             desiredCount=tasks)
 
 
-def test_one_request_per_running_task_of_the_stacks_service(deployment):
+def test_two_requests_per_running_task_of_the_stacks_service(deployment):
     set_running(deployment, 3)
     count, notes = jobs(batch_args("--stack", deployment.stack, endpoint=deployment.endpoint))
-    assert count == 3
-    assert notes == [f"clara-aws: 3 requests in flight, one per running task of stack {deployment.stack}'s ECS service."]
+    assert count == 6
+    assert notes == [f"clara-aws: 6 requests in flight, two per running task of stack {deployment.stack}'s ECS service "
+                     "(3 running)."]
 
 
 def test_the_running_count_not_the_desired_one(deployment):
@@ -114,5 +115,5 @@ def test_the_command_keeps_that_many_requests_in_flight(deployment, tmp_path, ph
         args = batch_args("--stack", deployment.stack, endpoint=deployment.endpoint)
         args.inputs, args.out, args.model = [str(tmp_path / "in")], str(tmp_path / "out"), "phantom_abdomen_seg"
         assert batch_command.run(args, connect=lambda _: Counting(connect(server.url))) == 0
-    assert state["most"] == 3
-    assert "3 requests in flight" in capsys.readouterr().err
+    assert state["most"] == 6
+    assert "6 requests in flight" in capsys.readouterr().err

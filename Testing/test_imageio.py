@@ -15,6 +15,19 @@ from ClaraAWSLib.core.imageio import decode_image, encode_volume, parallel_gzip,
 from conftest import rotation
 
 
+@pytest.fixture(params=["zlib", "zlib-ng"])
+def inflater(request, monkeypatch):
+    """Each decoding test once with Python's zlib and once with zlib-ng (core/inflate.py picks the latter
+    when installed, as with the pip package; Slicer's Python has only zlib)."""
+    from ClaraAWSLib.core import inflate
+
+    if request.param == "zlib":
+        monkeypatch.setattr(inflate, "_zlib_ng", None)
+    elif inflate._zlib_ng is None:
+        pytest.skip("zlib-ng is not installed")
+    assert inflate.engine() == request.param
+    return request.param
+
 def _grids():
     yield ImageGrid((17, 11, 7), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
     yield ImageGrid((17, 11, 7), (0.7, 1.3, 2.9), (-123.456, 78.9, -300.25), rotation(20, 10, 35))
@@ -36,6 +49,7 @@ def test_simpleitk_reads_our_upload_with_the_same_voxels_and_geometry(tmp_path, 
 
 
 @pytest.mark.parametrize("grid", list(_grids()), ids=["identity", "oblique", "left-handed", "ras-flip"])
+@pytest.mark.usefixtures("inflater")
 def test_decoding_what_simpleitk_wrote_matches(tmp_path, grid):
     array = (np.arange(np.prod(grid.size)) % 7).astype(np.uint8).reshape(grid.size[::-1])
     path = tmp_path / "result.nii.gz"
@@ -77,6 +91,7 @@ def test_big_endian_and_bool_volumes_are_sent_correctly(oblique_grid):
     assert np.array_equal(decode_image(encode_volume(Volume(mask, oblique_grid)).data).array, mask.astype(np.uint8))
 
 
+@pytest.mark.usefixtures("inflater")
 def test_damaged_results_raise_one_readable_error():
     with pytest.raises(MalformedResponseError, match="empty"):
         decode_image(b"")
@@ -122,6 +137,7 @@ def test_probability_maps_and_negative_values_are_not_labels(values):
 
 
 @pytest.mark.parametrize("stop", [0, 1, 9, 24])
+@pytest.mark.usefixtures("inflater")
 def test_an_edit_may_inflate_only_the_slices_it_needs(tmp_path, oblique_volume, stop, monkeypatch):
     import ClaraAWSLib.core.gzip_blocks as gzip_blocks
     from ClaraAWSLib.core.imageio import SliceLimit
@@ -185,6 +201,7 @@ def _box_of(array: np.ndarray):
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.float32, np.int64])
+@pytest.mark.usefixtures("inflater")
 def test_an_edits_answer_decodes_to_its_labelled_box(tmp_path, oblique_grid, monkeypatch, dtype):
     import ClaraAWSLib.core.result_images as result_images
     from ClaraAWSLib.core.imageio import decode_label_box
@@ -207,8 +224,13 @@ def test_an_edits_answer_decodes_to_its_labelled_box(tmp_path, oblique_grid, mon
     assert np.array_equal(decode_label_box(two).array, box)
     with pytest.raises(MalformedResponseError, match="shorter than its header|damaged gzip"):
         decode_label_box(data[: len(data) // 2])
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF  # a byte damaged on the way: the stream or its checksum fails
+    with pytest.raises(MalformedResponseError, match="damaged gzip|shorter than its header"):
+        decode_label_box(bytes(flipped))
 
 
+@pytest.mark.usefixtures("inflater")
 def test_an_edits_answer_box_respects_the_slice_limit_and_the_label_rules(oblique_grid):
     from ClaraAWSLib.core.imageio import SliceLimit, decode_label_box
 

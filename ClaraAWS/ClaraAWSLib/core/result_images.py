@@ -7,7 +7,6 @@ are checked to be labels (whole, non-negative values) before anything uses them.
 from __future__ import annotations
 
 import tempfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -16,6 +15,7 @@ import numpy as np
 
 from .errors import MalformedResponseError, ResultTooLargeError
 from .geometry import ImageGrid, LabelBox, Volume
+from .inflate import InflateError, gzip_inflater
 from .native_stderr import last_line, quiet_native_stderr
 from .nifti import NIFTI_HEADER_SIZE, NiftiLayout, nifti1_layout, nifti1_volume
 from .result_limits import LARGEST_VOXEL_BYTES, MAX_RESULT_VOXELS, RESULT_OVERHEAD_BYTES, check_voxel_count
@@ -97,7 +97,7 @@ def _gunzip(data: bytes, limit: int) -> bytes:
     try:
         pieces, total, rest = [], 0, data
         while rest and total < limit:
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            inflater = gzip_inflater()
             piece = inflater.decompress(rest, limit - total)
             pieces.append(piece)
             total += len(piece)
@@ -107,7 +107,7 @@ def _gunzip(data: bytes, limit: int) -> bytes:
                 break
             rest = inflater.unused_data
         return b"".join(pieces)
-    except (OSError, EOFError, zlib.error) as error:
+    except (OSError, EOFError) + InflateError as error:
         raise MalformedResponseError(
             "The result image is a damaged gzip file; the download was cut short or the server is faulty.",
             details=str(error),
@@ -209,6 +209,23 @@ def decode_label_box(data: bytes, filename: str = "", *, needed: Optional[SliceL
     return LabelBox.of_volume(as_label_volume(decode_image(data, filename, needed=needed, max_voxels=max_voxels)))
 
 
+def _read_to_end_marker(inflater, rest: bytes) -> None:
+    """Inflate what is left of a whole answer's gzip member, so that its checksum is verified (zlib checks
+    it at the end marker): a byte damaged on the way would otherwise change labels without a word."""
+    if inflater.eof:
+        return
+    tail = inflater.decompress(rest, RESULT_OVERHEAD_BYTES + 1)
+    if len(tail) > RESULT_OVERHEAD_BYTES:
+        raise ResultTooLargeError(
+            "The server's result inflates to more than its own header claims (a compression bomb or a faulty "
+            "server); it was refused and nothing was changed."
+        )
+    if not inflater.eof:
+        raise MalformedResponseError(
+            "The result image is a damaged gzip file; the download was cut short or the server is faulty."
+        )
+
+
 def _inflate_label_box(data: bytes, layout: NiftiLayout, needed: Optional[SliceLimit]) -> LabelBox:
     size = layout.grid.size
     slices = size[2]
@@ -219,14 +236,14 @@ def _inflate_label_box(data: bytes, layout: NiftiLayout, needed: Optional[SliceL
     positions, values = [], []
     skip, done, pending = layout.offset, 0, b""  # done: voxels seen so far
     try:
-        inflater, rest, inflated = zlib.decompressobj(16 + zlib.MAX_WBITS), data, 0
+        inflater, rest, inflated = gzip_inflater(), data, 0
         while inflated < wanted:
             step = inflater.decompress(rest, min(BOX_INFLATE_STEP, wanted - inflated))
             rest = inflater.unconsumed_tail
             inflated += len(step)
             if not step:
                 if inflater.eof and inflater.unused_data:  # a further gzip member
-                    inflater, rest = zlib.decompressobj(16 + zlib.MAX_WBITS), inflater.unused_data
+                    inflater, rest = gzip_inflater(), inflater.unused_data
                     continue
                 break
             if skip:
@@ -237,13 +254,15 @@ def _inflate_label_box(data: bytes, layout: NiftiLayout, needed: Optional[SliceL
             usable = len(step) - len(step) % itemsize
             if usable < len(step):
                 step, pending = step[:usable], step[usable:]
-            if step != _ZEROS[:len(step)]:  # a memcmp: most of an edit's answer is zeros
+            if step != (_ZEROS if len(step) == BOX_INFLATE_STEP else _ZEROS[:len(step)]):  # a memcmp: most of an answer is zeros
                 voxels = np.frombuffer(step, dtype=layout.dtype)
                 where = np.flatnonzero(voxels)
                 positions.append(where + done)
                 values.append(voxels[where])
             done += usable // itemsize
-    except zlib.error as error:
+        if inflated >= wanted and slices == size[2]:
+            _read_to_end_marker(inflater, rest)
+    except InflateError as error:
         raise MalformedResponseError(
             "The result image is a damaged gzip file; the download was cut short or the server is faulty.",
             details=str(error),

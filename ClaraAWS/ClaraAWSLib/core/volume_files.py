@@ -8,7 +8,6 @@ import os
 import secrets
 import struct
 import tempfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Union
@@ -18,6 +17,7 @@ import numpy as np
 from .errors import GeometryError, InputError, OutputError
 from .finite import NonFiniteCount, check_finite
 from .geometry import Volume
+from .inflate import InflateError, gzip_inflater
 from .native_stderr import CapturedText, last_line, quiet_native_stderr
 from .nifti import DTYPE_BY_NIFTI_CODE, NIFTI_HEADER_SIZE, NIFTI_VOX_OFFSET
 
@@ -81,8 +81,8 @@ def check_nifti_complete(path: Path, start: Optional[bytes] = None, *, name: Opt
     if compressed:
         try:
             with open(path, "rb") as stream:
-                header = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(stream.read(1 << 16), NIFTI_HEADER_SIZE)
-        except zlib.error:
+                header = gzip_inflater().decompress(stream.read(1 << 16), NIFTI_HEADER_SIZE)
+        except InflateError:
             raise InputError(f"{name} is a damaged gzip file; {advice}.") from None
         if len(header) < NIFTI_HEADER_SIZE and path.name.lower().endswith(".nii.gz"):
             raise InputError(f"{name} is incomplete: it ends inside its NIfTI header; {advice}.")
@@ -156,7 +156,7 @@ def _voxel_bytes(path: Path, voxels: _NiftiVoxels, wanted: int) -> Iterator[byte
                 wanted -= len(block)
                 yield block
             return
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        inflater = gzip_inflater()
         skip = voxels.offset
         while wanted > 0:
             compressed = inflater.unconsumed_tail or stream.read(1 << 20)
@@ -183,7 +183,7 @@ def _inflated_size(path: Path, enough: int) -> int:
         # The trailer of a complete stream records its size; a cut file ends in arbitrary bytes that
         # match by chance once in 2^32, so the slow count below is needed only when this disagrees.
         return enough
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    inflater = gzip_inflater()
     total = 0
     with open(path, "rb") as stream:
         while total < enough:
@@ -192,7 +192,7 @@ def _inflated_size(path: Path, enough: int) -> int:
                 break
             try:
                 total += len(inflater.decompress(block, 16 << 20))
-            except zlib.error:
+            except InflateError:
                 break  # damaged from here on: what inflated so far is what the file holds
             if inflater.eof:
                 break  # further members are rare for images; the first holds the header's data
