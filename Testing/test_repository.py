@@ -167,3 +167,10 @@ def test_test_servers_bind_to_loopback_only():
     for path in _python_files():
         text = path.read_text()
         assert "0.0.0.0" not in text or path.name == "test_repository.py", path
+
+
+def test_the_pip_package_depends_on_the_zlib_ng_the_slicer_settings_page_installs():
+    from ClaraAWSLib.core.inflate import ZLIB_NG_REQUIREMENT
+
+    dependencies = re.search(r"^dependencies = \[(.*?)\]", (ROOT / "pyproject.toml").read_text(), re.S | re.M).group(1)
+    assert f'"{ZLIB_NG_REQUIREMENT}"' in dependencies

@@ -181,6 +181,41 @@ def test_settings_page_changes_reach_the_open_panel_and_back(slicer_app, referen
     assert slicer_app.slot_errors == []
 
 
+def test_the_settings_page_installs_zlib_ng_after_asking_and_answers_decode_with_it(profile, tmp_path):
+    """Slicer's Python has only zlib: the page says so and offers zlib-ng; a "no" changes nothing, a "yes"
+    installs it (each Slicer's way: 5.8's pip_install after our question, pip_ensure's own question on
+    newer ones) and the next answer inflates with it, to the same labels."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    pytest.importorskip("zlib_ng")
+    with StandinSlicer(profile, hide_packages=("zlib_ng",)) as app:
+        app.start()
+        app.open_module()
+        page = app.app.settingsDialog().panel("ClaraAWS")
+        from ClaraAWSLib.core import inflate
+        from ClaraAWSLib.core.imageio import decode_label_box
+
+        assert inflate.engine() == "zlib" and page.installZlibNgButton.visible
+        assert page.decodingLabel.text.startswith("zlib, Slicer's own")
+        app.dialogs.answer(qt.QMessageBox.Cancel)
+        page.installZlibNgButton.click()
+        assert app.installer.installs == [] and inflate.engine() == "zlib" and page.installZlibNgButton.visible
+
+        app.dialogs.answer(qt.QMessageBox.Ok)
+        page.installZlibNgButton.click()
+        assert app.installer.installs == [inflate.ZLIB_NG_REQUIREMENT] and inflate.engine() == "zlib-ng"
+        assert page.decodingLabel.text == "zlib-ng" and not page.installZlibNgButton.visible
+        labels = np.zeros((20, 30, 40), np.uint8)
+        labels[5:9, 10:14, 20:27] = 3
+        path = tmp_path / "answer.nii.gz"
+        sitk.WriteImage(sitk.GetImageFromArray(labels), str(path), True)
+        assert type(inflate.gzip_inflater()).__name__ == "_ZlibNgInflater"
+        box = decode_label_box(path.read_bytes(), path.name)
+        assert box.start == (20, 10, 5) and np.array_equal(box.array, labels[5:9, 10:14, 20:27])
+        assert app.slot_errors == [] and len(app.dialogs.shown) == 2
+
+
 # ------------------------------------------------------------------------------------------- self-test
 
 

@@ -2,30 +2,70 @@
 
 A deepgrow click's answer from MONAI Label is the whole grid, tens of MB of zeros in a few KB of gzip.
 Classic zlib, which Python and Slicer are built with, inflates those runs a byte at a time; zlib-ng
-copies them in wide blocks, three to four times faster (``Testing/benchmarks/bench_inflate.py``). Both
-read the same streams into the same bytes and fail on the same damage, so callers only choose speed.
-zlib-ng comes with the pip package; inside Slicer it is there once the user has agreed to install it.
+copies them in wide blocks, several times faster (``Testing/benchmarks/bench_inflate.py``). Both read
+the same streams into the same bytes, and damage raises ``zlib.error`` from either, so callers only
+choose speed. zlib-ng comes with the pip package; inside Slicer the settings page offers to install it.
 """
 
 from __future__ import annotations
 
+import importlib
 import zlib
-from typing import Tuple, Type
-
-try:
-    from zlib_ng import zlib_ng as _zlib_ng
-except ImportError:  # not installed (Slicer's own Python): zlib it is
-    _zlib_ng = None
 
 GZIP_WBITS = 16 + zlib.MAX_WBITS
+#: What the settings page installs inside Slicer; the pip package depends on the same (pyproject.toml).
+ZLIB_NG_REQUIREMENT = "zlib-ng>=0.5"
 #: What a damaged stream raises, whichever inflater read it.
-InflateError: Tuple[Type[BaseException], ...] = (zlib.error,) + ((_zlib_ng.error,) if _zlib_ng is not None else ())
+InflateError = zlib.error
+_zlib_ng = None
+
+
+def use_zlib_ng_if_installed() -> str:
+    """Look for zlib-ng again (after an install, say); returns the engine now in use."""
+    global _zlib_ng
+    importlib.invalidate_caches()
+    try:
+        _zlib_ng = importlib.import_module("zlib_ng.zlib_ng")
+    except ImportError:  # not installed (Slicer's own Python): zlib it is
+        _zlib_ng = None
+    return engine()
 
 
 def engine() -> str:
     return "zlib-ng" if _zlib_ng is not None else "zlib"
 
 
+class _ZlibNgInflater:
+    """zlib-ng's decompressobj with zlib's errors."""
+
+    __slots__ = ("_inner", "_error")
+
+    def __init__(self, module) -> None:
+        self._inner, self._error = module.decompressobj(GZIP_WBITS), module.error
+
+    def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+        try:
+            return self._inner.decompress(data, max_length)
+        except self._error as error:
+            raise zlib.error(str(error)) from None
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return self._inner.unconsumed_tail
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._inner.unused_data
+
+    @property
+    def eof(self) -> bool:
+        return self._inner.eof
+
+
 def gzip_inflater():
     """A ``decompressobj`` for a gzip member (``decompress(data, max_length)``, ``unconsumed_tail``, ``eof``...)."""
-    return (_zlib_ng or zlib).decompressobj(GZIP_WBITS)
+    module = _zlib_ng
+    return _ZlibNgInflater(module) if module is not None else zlib.decompressobj(GZIP_WBITS)
+
+
+use_zlib_ng_if_installed()

@@ -107,7 +107,7 @@ def _gunzip(data: bytes, limit: int) -> bytes:
                 break
             rest = inflater.unused_data
         return b"".join(pieces)
-    except (OSError, EOFError) + InflateError as error:
+    except (OSError, EOFError, InflateError) as error:
         raise MalformedResponseError(
             "The result image is a damaged gzip file; the download was cut short or the server is faulty.",
             details=str(error),

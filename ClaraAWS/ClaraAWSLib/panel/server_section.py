@@ -169,45 +169,21 @@ class ServerSection:
     def _ensureBoto3(self) -> bool:
         """boto3 is not bundled with Slicer: install it on first use, after asking (each Slicer's own way)."""
         from .. import aws
+        from .package_install import install_after_asking
 
         if aws.boto3_available():
             return True
-        packaging = slicer_app.packaging_module()
-        if packaging is not None:  # Slicer 5.12 and newer: pip_ensure asks, installs, and skips under --testing
-            try:
-                packaging.pip_ensure(BOTO3_REQUIREMENT, requester="ClaraAWS")
-            except RuntimeError:  # the user declined
-                return False
-            except Exception as error:  # noqa: BLE001 - pip's own failure, shown with its details
-                self._showError(_("boto3 could not be installed."), error)
-                return False
-        else:
-            agreed, _unused = slicer_app.ask_ok_cancel(
-                _("Finding Clara servers on AWS needs the boto3 package, which Slicer does not include. "
-                  "Install it now from the Python Package Index?"), _("Install boto3"))
-            if not agreed or not self._pipInstallWithStatus():
-                return False
-        import importlib
+        question = _("Finding Clara servers on AWS needs the boto3 package, which Slicer does not include. "
+                     "Install it now from the Python Package Index?")
 
-        importlib.invalidate_caches()
+        def show_status(text: str) -> None:
+            self.ui.connectionStatusLabel.text = text
+
+        if not install_after_asking(BOTO3_REQUIREMENT, question, _("Install boto3"), show_status=show_status):
+            return False
         if not aws.boto3_available():
             slicer.util.errorDisplay(_("boto3 is not installed, so AWS discovery cannot run; install boto3 and try again."))
             return False
-        return True
-
-    def _pipInstallWithStatus(self) -> bool:
-        """Slicer 5.8/5.10's pip_install blocks the GUI: say so first, show a busy cursor, report a failure."""
-        self.ui.connectionStatusLabel.text = _("Installing boto3… (Slicer waits until pip is done)")
-        slicer.app.processEvents()
-        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
-        try:
-            slicer.util.pip_install(BOTO3_REQUIREMENT)
-        except Exception as error:  # noqa: BLE001 - pip's own failure, shown with its details
-            self._showError(_("boto3 could not be installed."), error)
-            return False
-        finally:
-            qt.QApplication.restoreOverrideCursor()
-            self.ui.connectionStatusLabel.text = ""
         return True
 
     def onFindDeployments(self) -> None:

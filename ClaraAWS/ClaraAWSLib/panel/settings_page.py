@@ -82,9 +82,18 @@ class ClaraAWSSettingsPanel(ctk.ctkSettingsPanel):
         form.addRow(self.everyClickCheckBox)
         self.registerProperty(settings_store.KEY_UPDATE_ON_EVERY_CLICK, self.everyClickCheckBox, "checked",
                               str(qt.SIGNAL("toggled(bool)")))
+        self.decodingLabel = qt.QLabel()
+        form.addRow(_("Decoding answers:"), self.decodingLabel)
+        self.installZlibNgButton = qt.QPushButton(_("Install zlib-ng for faster deepgrow clicks"))
+        self.installZlibNgButton.toolTip = _("A click's answer that covers the whole volume (as MONAI Label sends "
+                                             "it) decodes several times faster with zlib-ng, which Slicer does not "
+                                             "include.")
+        self.installZlibNgButton.connect("clicked()", self.onInstallZlibNg)
+        form.addRow("", self.installZlibNgButton)
         layout.addWidget(results)
         layout.addStretch(1)
         self.refreshLists()
+        self.refreshDecoding()
         slicer.app.settingsDialog().connect("settingChanged(QString,QVariant)", self.onSettingChanged)
 
     def onSettingChanged(self, key, value):
@@ -96,6 +105,23 @@ class ClaraAWSSettingsPanel(ctk.ctkSettingsPanel):
         self.historyList.addItems(settings_store.url_history(self.settings))
         self.consentList.clear()
         self.consentList.addItems(ConsentBook(self.settings).remembered())
+
+    def refreshDecoding(self):
+        from ..core import inflate
+
+        fast = inflate.engine() == "zlib-ng"
+        self.decodingLabel.text = _("zlib-ng") if fast else _("zlib, Slicer's own (slower on whole-volume answers)")
+        self.installZlibNgButton.visible = not fast
+
+    def onInstallZlibNg(self):
+        from ..core import inflate
+        from .package_install import install_after_asking
+
+        question = _("Deepgrow answers that cover the whole volume decode several times faster with the zlib-ng "
+                     "package, which Slicer does not include. Install it now from the Python Package Index?")
+        if install_after_asking(inflate.ZLIB_NG_REQUIREMENT, question, _("Install zlib-ng")):
+            inflate.use_zlib_ng_if_installed()
+        self.refreshDecoding()
 
     def onForgetServer(self):
         item = self.historyList.currentItem()
