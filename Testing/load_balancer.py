@@ -5,13 +5,14 @@ stickiness: the balancer's own cookie, which the client only has to send back).
 
 While a task is replaced it does what an ALB does (Elastic Load Balancing's "HTTP 5XX errors" guide):
 - a target that refuses or drops the forwarded request: 502 Bad Gateway, answered by the balancer;
+- a target that sends nothing for ``idle_timeout`` seconds (the ALB's idle timeout, 60 s by default): 504;
 - no target in service: 503 Service Unavailable;
 - ``take_out(i)`` deregisters a target (no new requests; those under way finish), ``put_back(i, url)``
   registers it again, at a new address when a new task replaced it;
 - ``drop_next(n)``: the next n requests lose their connection without an answer, as when the
   balancer's own node is replaced.
 
-Counted: requests each target answered, and the answers the balancer gave itself (502, 503, drops).
+Counted: requests each target answered, and the answers the balancer gave itself (502, 503, 504, drops).
 Bodies are read whole (a chunked upload too) and forwarded with a Content-Length; loopback only.
 """
 
@@ -74,12 +75,15 @@ class _Handler(BaseHTTPRequestHandler):
         host, port = balancer.target(index)
         headers = {name: value for name, value in self.headers.items() if name.lower() not in HOP_BY_HOP}
         headers["Content-Length"] = str(len(body))
-        upstream = http.client.HTTPConnection(host, port, timeout=300)
+        upstream = http.client.HTTPConnection(host, port, timeout=balancer.idle_timeout)
         try:
             try:
                 upstream.request(self.command, self.path, body=body, headers=headers)
                 answer = upstream.getresponse()
                 data = answer.read()
+            except socket.timeout:
+                balancer.answered_itself(504)
+                return self._own_answer(504, "Gateway Time-out")
             except (OSError, http.client.HTTPException):
                 balancer.answered_itself(502)  # the target refused, reset or closed the connection
                 return self._own_answer(502, "Bad Gateway")
@@ -100,12 +104,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class LoadBalancer:
-    def __init__(self, target_urls: List[str], *, sticky: bool = False) -> None:
+    def __init__(self, target_urls: List[str], *, sticky: bool = False, idle_timeout: float = 60.0) -> None:
         self._targets = [_address(url) for url in target_urls]
         self._in_service = [True] * len(self._targets)
         self._turn = 0
         self._drops = 0
         self.sticky = sticky
+        self.idle_timeout = idle_timeout
         #: Requests each target answered, by index.
         self.requests: Counter = Counter()
         #: The balancer's own answers: 502, 503 and "dropped".

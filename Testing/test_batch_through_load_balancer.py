@@ -2,7 +2,7 @@
 servers on 127.0.0.1 play the ECS service's GPU tasks (one model run at a time, each taking a while),
 the test load balancer plays the ALB. A task stops mid-batch (its requests answered 502 by the
 balancer, as an ALB does), leaves the target group and a new task takes its place; the balancer drops
-connections; no target is in service for a while (503). No case is lost, every output equals what a
+connections; no target is in service for a while (503); a task outlasts the idle timeout (504). No case is lost, every output equals what a
 task answers for that case directly, and a 4xx is never sent twice.
 """
 
@@ -158,6 +158,24 @@ def test_no_task_in_service_answers_503_until_one_registers(dataset, tmp_path):
             batch.join(60)
             assert not batch.is_alive()
     assert balancer.own_answers[503] >= 2
+    assert_every_case_as_answered_directly(tmp_path / "out", expected)
+
+
+def test_a_task_slower_than_the_idle_timeout_answers_504_and_the_case_is_sent_again(dataset, tmp_path):
+    with running_reference_server(**TASK) as fast, running_reference_server(inference_delay=3.0) as slow:
+        expected = direct_answers(dataset, fast.url)
+        with LoadBalancer([fast.url, slow.url], idle_timeout=1.5) as balancer:
+            ready = segmenter(balancer.url)
+
+            def health_check():  # the slow task fails its health check after its first 504
+                wait_for(lambda: balancer.own_answers[504] >= 1)
+                balancer.take_out(1)
+
+            checker = threading.Thread(target=health_check)
+            checker.start()
+            run_batch_on(ready, dataset, tmp_path / "out")
+            checker.join()
+    assert balancer.own_answers[504] >= 1
     assert_every_case_as_answered_directly(tmp_path / "out", expected)
 
 
