@@ -105,6 +105,11 @@ def labelmap_on_volume(segmentation_node, volume_node, ids: Optional[Iterable[st
     existing = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
     label_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "export")
     try:
+        if volume_node.GetTransformNodeID() != segmentation_node.GetTransformNodeID():
+            # Slicer's exporter misplaces edge voxels between two different transforms (it sees their chain as
+            # non-linear: v5.8.1 Libs/vtkSegmentationCore/vtkOrientedImageDataResample.cxx:957-999 and 1266), so
+            # read on the volume's lattice as the segmentation's frame sees it, computed here from the transforms.
+            volume_node = _volume_lattice_in_frame_of(segmentation_node, volume_node)
         id_array = vtk.vtkStringArray()
         for segment_id in ids:
             id_array.InsertNextValue(segment_id)
@@ -123,6 +128,16 @@ def labelmap_on_volume(segmentation_node, volume_node, ids: Optional[Iterable[st
         for node in added:
             if node.GetID() not in existing:
                 scene.RemoveNode(node)
+
+
+def _volume_lattice_in_frame_of(segmentation_node, volume_node):
+    stand_in = segmentation_node.GetScene().AddNewNodeByClass("vtkMRMLScalarVolumeNode", "volume lattice")
+    stand_in.SetIJKToRASMatrix(vtk_matrix(volume_frame(volume_node, segmentation_node)))
+    geometry = vtk.vtkImageData()
+    geometry.SetDimensions(*volume_node.GetImageData().GetDimensions())
+    stand_in.SetAndObserveImageData(geometry)
+    stand_in.SetAndObserveTransformNodeID(segmentation_node.GetTransformNodeID())
+    return stand_in
 
 
 def segment_on_volume(segmentation_node, segment_id: str, volume_node) -> np.ndarray:

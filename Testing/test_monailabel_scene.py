@@ -138,6 +138,8 @@ PLACEMENTS = {
                                         "same", "auto"),
     "segmentation under no transform": ((40, 32, 18), (1.17, 0.52, 2.0), (-1433.3, 871.05, -20.9), (37, 8, -29),
                                         "none", "empty"),
+    "segmentation under another transform": ((40, 32, 18), (0.8, 1.7, 2.9), (100.0, -50.0, 30.0), (20, -30, 10),
+                                             "other", "empty"),
 }
 
 
@@ -151,7 +153,9 @@ def test_deepgrow_clicks_land_as_the_server_answers_them(harness, logic, monaila
         segmentation = logic.autoSegment(node, "seg_threshold")
         segment = segmentation.GetSegmentation().GetSegmentIdBySegmentName("spleen")
     else:
-        segmentation = ss.new_segmentation(harness, node, transform_node=transform if frame == "same" else None)
+        other = ss.add_transform(harness, ss.linear_transform((5.0, 3.0, -2.0), (0.3, 1.0, 0.1), 33.0), "Other")
+        segmentation_transform = {"same": transform, "none": None, "other": other}[frame]
+        segmentation = ss.new_segmentation(harness, node, transform_node=segmentation_transform)
         segment = segmentation.GetSegmentation().AddEmptySegment("", "spleen", [0.9, 0.5, 0.3])
     # Clicks at the organ's first and last columns, where the cube of a click reaches past the organ.
     first = [5, 9, 6]
@@ -172,3 +176,45 @@ def test_deepgrow_clicks_land_as_the_server_answers_them(harness, logic, monaila
         liver = segmentation.GetSegmentation().GetSegmentIdBySegmentName("liver")
         assert np.array_equal(ss.segment_on_volume(segmentation, liver, node),
                               kji(expected.seg_threshold(ijk(volume.array)) == expected.SEG_LABELS["liver"]))
+
+
+SEGMENTATION_SETUPS = ["made by the click", "under the volume's transform", "under no transform", "under another transform"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_deepgrow_clicks_land_exactly_on_random_oblique_placements(harness, logic, monailabel_server, seed):
+    """Random spacing, origin, rotation and transforms (some scaling), each segmentation set-up twice: the
+    segment after one click and after a second equals the server's own answer for the session, voxel for voxel."""
+    from conftest import rotation
+
+    rng = np.random.default_rng(seed)
+    size = (40, 32, 18)
+    organ = organ_volume(size=size, seed=seed)
+    volume = Volume(organ.array, type(organ.grid)(size, tuple(rng.uniform(0.3, 3.5, 3)), tuple(rng.uniform(-1500, 1500, 3)),
+                                                  rotation(*rng.uniform(-60, 60, 3))))
+    matrix = ss.linear_transform(tuple(rng.uniform(-300, 300, 3)), tuple(rng.uniform(-1, 1, 3)), float(rng.uniform(-90, 90)))
+    if seed % 3 == 2:
+        matrix[:3, :3] = matrix[:3, :3] @ np.diag(rng.uniform(0.7, 1.4, 3))
+    transform = ss.add_transform(harness, matrix)
+    node = ss.add_volume(harness, volume, VOLUME_NAME, transform_node=transform)
+    setup = SEGMENTATION_SETUPS[seed % 4]
+    segmentation = segment = None
+    if setup != "made by the click":
+        other = ss.add_transform(harness, ss.linear_transform((5.0, 3.0, -2.0), (0.3, 1.0, 0.1), 33.0), "Other")
+        segmentation = ss.new_segmentation(harness, node, transform_node={
+            "under the volume's transform": transform, "under no transform": None, "under another transform": other}[setup])
+        segment = segmentation.GetSegmentation().AddEmptySegment("", "spleen", [0.9, 0.5, 0.3])
+    # The organ spans columns 5-32: one click near each end, where the click's cube reaches past it.
+    first = [int(rng.integers(5, 9)), int(rng.integers(6, 26)), int(rng.integers(4, 14))]
+    second = [int(rng.integers(28, 33)), int(rng.integers(6, 26)), int(rng.integers(4, 14))]
+    segment = logic.deepgrow(node, segmentation, segment, "deepgrow_threshold", ss.world_points(node, [first]))
+    segmentation = logic.lastSegmentationNode
+    session_id = logic._sessions.open_session(node).session_id
+    for clicks in ([first], [first, second]):
+        if len(clicks) == 2:
+            logic.deepgrow(node, segmentation, segment, "deepgrow_threshold", ss.world_points(node, clicks))
+        answer = _server_answer(monailabel_server.url, session_id, "deepgrow_threshold",
+                                {"foreground": clicks, "background": [], "label": "spleen"})
+        assert answer.any() and np.array_equal(answer, kji(expected.deepgrow(ijk(volume.array), clicks, [])))
+        placed = ss.segment_on_volume(segmentation, segment, node)
+        assert np.array_equal(placed, answer > 0), (setup, len(clicks), int((placed != (answer > 0)).sum()))

@@ -105,3 +105,36 @@ def test_sequence_frame_is_refused(harness):
 def test_no_volume_is_refused():
     with pytest.raises(InputError, match="No volume"):
         volume_grid(None)
+
+
+SEGMENTATION_TRANSFORMS = ["another transform", "the volume's transform", "no transform", "volume under none"]
+
+
+@pytest.mark.parametrize("where", SEGMENTATION_TRANSFORMS)
+def test_segments_come_back_on_the_volume_grid_voxel_for_voxel(harness, where):
+    """What a submitted label is made of: segments drawn on the volume's lattice, read back on its grid unchanged,
+    whatever transforms the two nodes are under (Slicer's exporter alone moves edge voxels when they differ)."""
+    from ClaraAWSLib.scene.export import segments_on_volume_grid
+    from ClaraAWSLib.scene.loop import labels_by_name
+
+    grid = ss.oblique_grid(size=(40, 32, 18), spacing=(0.83, 1.71, 2.9), origin=(512.4, -734.9, 1211.7))
+    volume_transform = ss.add_transform(harness, ss.linear_transform((103.0, -21.5, 7.25), (0.2, 0.9, -0.4), 40.0))
+    node = ss.add_volume(harness, _random_volume(grid), transform_node=None if where == "volume under none"
+                         else volume_transform)
+    other = ss.add_transform(harness, ss.linear_transform((5.0, 3.0, -2.0), (0.3, 1.0, 0.1), 33.0), "Other")
+    segmentation_transform = {"another transform": other, "the volume's transform": volume_transform,
+                              "no transform": None, "volume under none": other}[where]
+    segmentation = ss.new_segmentation(harness, node, transform_node=segmentation_transform)
+    rng = np.random.default_rng(7)
+    blobs = rng.random(grid.size[::-1]) < 0.3  # ragged edges everywhere: any moved voxel shows
+    spleen = blobs & (rng.random(blobs.shape) < 0.5)
+    liver = blobs & ~spleen
+    ids = [ss.add_segment(segmentation, name, mask, node) for name, mask in (("spleen", spleen), ("liver", liver))]
+    nodes_before = ss.scene_state(harness)
+
+    merged = segments_on_volume_grid(segmentation, node, ids)
+
+    assert np.array_equal(merged, spleen * 1 + liver * 2)
+    labels, sent, skipped = labels_by_name(segmentation, node, {"liver": 6, "spleen": 1})
+    assert np.array_equal(labels, spleen * 1 + liver * 6) and sent == ["spleen", "liver"] and skipped == []
+    assert ss.scene_state(harness) == nodes_before

@@ -7,15 +7,18 @@ transform moves the volume. Oblique volumes keep their full direction matrix.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
+import slicer
 import vtk
 from vtk.util import numpy_support
 
 from ..core.errors import GeometryError, InputError
 from ..core.finite import check_finite
 from ..core.geometry import ImageGrid, Volume
+from .labelmaps import vtk_matrix
+from .placement import volume_to_segmentation_frame
 
 #: Volume node classes that are scalar in the MRML class tree but are not plain scalar intensities.
 _NOT_SCALAR_CLASSES: Tuple[Tuple[str, str], ...] = (
@@ -97,3 +100,48 @@ def export_volume(volume_node) -> Volume:
     # Here, on the GUI thread, so the panel says it when the button is pressed rather than after a wait.
     check_finite(volume, f"The volume {_node_label(volume_node)}" if volume_node.GetName() else "The selected volume")
     return volume
+
+
+def segments_on_volume_grid(segmentation_node, volume_node, segment_ids: Sequence[str]) -> np.ndarray:
+    """The segments as one ``[k, j, i]`` array on the volume's own grid: value n for the n-th id, 0 elsewhere.
+
+    Slicer's exporter does the work (closed surfaces are converted as Slicer converts them). When the two
+    nodes are under different transforms, it would move the volume's geometry into the segmentation's
+    frame with ``TransformOrientedImage``, and a chain of two node transforms is not recognised as linear
+    there (Slicer v5.8.1 Libs/vtkSegmentationCore/vtkOrientedImageDataResample.cxx:957-999, also on main),
+    so only the extent changes (same file, line 1266): segments are resampled twice between lattices that
+    do not line up, and voxels at a structure's edges move. Instead the exporter gets a stand-in of the
+    volume under the segmentation's own transform, whose lattice is the volume's seen from that frame:
+    nothing is left to transform, and a segment drawn on the volume's lattice is copied voxel for voxel.
+    """
+    scene = segmentation_node.GetScene()
+    before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+    dims = volume_node.GetImageData().GetDimensions()
+    try:
+        reference = volume_node
+        if volume_node.GetTransformNodeID() != segmentation_node.GetTransformNodeID():
+            frame = volume_to_segmentation_frame(volume_node, segmentation_node) @ ijk_to_ras_matrix(volume_node)
+            reference = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ClaraAWS reference grid")
+            reference.SetIJKToRASMatrix(vtk_matrix(frame))
+            geometry = vtk.vtkImageData()
+            geometry.SetDimensions(*dims)
+            reference.SetAndObserveImageData(geometry)
+            reference.SetAndObserveTransformNodeID(segmentation_node.GetTransformNodeID())
+        label_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "ClaraAWS export")
+        ids = vtk.vtkStringArray()
+        for segment_id in segment_ids:
+            ids.InsertNextValue(segment_id)
+        ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            segmentation_node, ids, label_node, reference, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
+        )
+        if not ok:
+            raise InputError(f"The segments of '{segmentation_node.GetName()}' could not be exported on the volume's grid.")
+        image = label_node.GetImageData()
+        if image is None or image.GetPointData().GetScalars() is None:  # only empty segments
+            return np.zeros(dims[::-1], np.uint8)
+        return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(image.GetDimensions()[::-1]).copy()
+    finally:
+        # The exporter adds a display node and a colour table too: leave the scene exactly as it was.
+        for node in [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]:
+            if node.GetID() not in before:
+                scene.RemoveNode(node)

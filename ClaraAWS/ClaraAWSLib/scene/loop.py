@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
-import slicer
 import vtk
 from vtk.util import numpy_support
 
@@ -144,36 +143,11 @@ def labels_by_name(segmentation_node, volume_node, label_values: Mapping[str, in
             f"No segment of '{segmentation_node.GetName()}' is named like a label of the server "
             f"({', '.join(label_values)}); rename the segments to submit them."
         )
-    exported = _export_on_volume(segmentation_node, volume_node, [segment_id for segment_id, _ in chosen])
+    exported = scene_export.segments_on_volume_grid(segmentation_node, volume_node, [segment_id for segment_id, _ in chosen])
     labels = np.zeros(exported.shape, np.uint16 if max(label_values.values()) > 255 else np.uint8)
     for position, (_, name) in enumerate(chosen, start=1):  # the exporter numbers segments 1..N in list order
         labels[exported == position] = label_values[name]
     return labels, [name for _, name in chosen], [name for _, name in skipped]
-
-
-def _export_on_volume(segmentation_node, volume_node, segment_ids: List[str]) -> np.ndarray:
-    scene = segmentation_node.GetScene()
-    before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
-    label_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "ClaraAWS export")
-    try:
-        ids = vtk.vtkStringArray()
-        for segment_id in segment_ids:
-            ids.InsertNextValue(segment_id)
-        ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-            segmentation_node, ids, label_node, volume_node, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
-        )
-        if not ok:
-            raise InputError(f"The segments of '{segmentation_node.GetName()}' could not be exported on the volume's grid.")
-        image = label_node.GetImageData()
-        dims = volume_node.GetImageData().GetDimensions()
-        if image is None or image.GetPointData().GetScalars() is None:  # only empty segments
-            return np.zeros(dims[::-1], np.uint8)
-        return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(image.GetDimensions()[::-1]).copy()
-    finally:
-        # The exporter adds a display node and a colour table too: leave the scene exactly as it was.
-        for node in [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]:
-            if node.GetID() not in before:
-                scene.RemoveNode(node)
 
 
 def prepare_submit(client, server_url: str, volume_node, segmentation_node, label_values: Mapping[str, int],
