@@ -215,6 +215,47 @@ def test_a_resumed_run_skips_finished_cases_and_retries_failed_ones(tmp_path):
     assert {row["status"] for row in read_report(tmp_path / "out" / "report.csv").values()} == {"ok"}
 
 
+def test_a_rerun_sends_again_only_the_cases_whose_input_changed(tmp_path):
+    pytest.importorskip("pydicom")
+    from dicom_fixtures import write_series
+
+    for n in range(3):
+        write(tmp_path / "in" / f"case_{n}.nii.gz", ct(n))
+    write_series(tmp_path / "in" / "patient_a", ct(3), GRID)
+    settings = BatchSettings(outdir=tmp_path / "out", label_names=NAMES, model_name="m")
+    run_batch(expand_inputs(str(tmp_path / "in")), threshold, settings)
+    untouched = (tmp_path / "out" / "case_0.nii.gz").stat().st_mtime_ns
+    # A corrected scan under the same name, and a series whose slices were re-exported with other voxels.
+    write(tmp_path / "in" / "case_1.nii.gz", ct(11))
+    write_series(tmp_path / "in" / "patient_a", ct(13), GRID)
+    seen = []
+
+    def counting(volume):
+        seen.append(int(volume.array[0, 0, 0]))
+        return threshold(volume)
+
+    run_batch(expand_inputs(str(tmp_path / "in")), counting, settings)
+    assert sorted(seen) == sorted([int(ct(11)[0, 0, 0]), int(ct(13)[0, 0, 0])])
+    for case, seed in (("case_1", 11), ("patient_a", 13)):
+        written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / f"{case}.nii.gz")))
+        assert np.array_equal(written, threshold(Volume(ct(seed), GRID)).array)
+    assert (tmp_path / "out" / "case_0.nii.gz").stat().st_mtime_ns == untouched
+    run_batch(expand_inputs(str(tmp_path / "in")), counting, settings)
+    assert len(seen) == 2  # nothing changed since: nothing sent
+
+    # A report written before inputs were stamped: its finished cases are trusted, not sent again.
+    report = tmp_path / "out" / "report.csv"
+    with open(report, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    with open(report, "w", newline="") as stream:
+        columns = [c for c in rows[0] if c != "input_stamp"]
+        writer = csv.DictWriter(stream, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    run_batch(expand_inputs(str(tmp_path / "in")), counting, settings)
+    assert len(seen) == 2
+
+
 def test_no_more_than_workers_cases_are_in_flight(tmp_path):
     for n in range(8):
         write(tmp_path / "in" / f"case_{n}.nii.gz", ct(n))

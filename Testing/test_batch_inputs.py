@@ -174,6 +174,17 @@ def test_s3_through_the_aws_settings_and_a_vanished_object(bucket, moto_endpoint
         cases[1].load()
 
 
+def test_an_s3_object_replaced_under_its_key_gets_another_input_stamp(bucket):
+    s3, _ = bucket
+    stamps = {c.case_id: c.input_stamp() for c in expand_inputs("s3://scans/ct/", s3_client=s3)}
+    assert len(set(stamps.values())) == len(stamps) and all(stamps.values())
+    s3.put_object(Bucket="scans", Key="ct/Doe Jane/case_1.nii.gz", Body=b"a corrected scan")
+    again = {c.case_id: c.input_stamp() for c in expand_inputs("s3://scans/ct/", s3_client=s3)}
+    assert again["case_1"] != stamps["case_1"]
+    assert {k: v for k, v in again.items() if k != "case_1"} == {k: v for k, v in stamps.items() if k != "case_1"}
+    assert all("Doe" not in stamp for stamp in again.values())
+
+
 def test_a_missing_bucket_is_one_sentence(moto_endpoint, aws_env):
     with pytest.raises(InputError, match="bucket nothing-here does not exist"):
         list(expand_inputs("s3://nothing-here/ct/", endpoint_url=moto_endpoint))

@@ -180,6 +180,7 @@ def process_case(case: Case, segment: Callable[[Volume], Volume], settings: Batc
     output was written: the case was abandoned.
     """
     started = clock()
+    stamp = case.input_stamp()  # before reading: a file replaced meanwhile is sent again by the next run
     try:
         volume = case.load()
         labels = retrying(lambda: segment(volume), settings.attempts, pause_s=settings.pause_s,
@@ -199,7 +200,8 @@ def process_case(case: Case, segment: Callable[[Volume], Volume], settings: Batc
             _write(case, labels, settings)
             truth = _truth(case, settings)
             dice = dice_scores(labels, truth, settings.label_names) if truth is not None else None
-            row = CaseRow(case.case_id, OK, clock() - started, label_volumes_ml(labels, settings.label_names), dice)
+            row = CaseRow(case.case_id, OK, clock() - started, label_volumes_ml(labels, settings.label_names), dice,
+                          input_stamp=stamp)
         except Exception as error:
             row = _failed_row(case, error, clock() - started)
         if deliver is not None:
@@ -286,7 +288,8 @@ def run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], settin
         case, segment, settings, sleep=sleep, clock=clock, random=random, gate=gate, deliver=deliver))
     try:
         for case in cases:
-            if case.case_id in finished and output_path(case, settings).is_file():
+            if case.case_id in finished and output_path(case, settings).is_file() and \
+                    finished[case.case_id] in ("", case.input_stamp()):  # "": a report of an older version
                 if skipped is not None:
                     skipped(case)
                 continue  # done by an earlier run

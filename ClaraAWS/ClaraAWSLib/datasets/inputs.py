@@ -12,6 +12,7 @@ the next free ``_N`` too, so no two cases write the same ``OUTDIR/<case id>.nii.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tempfile
@@ -67,6 +68,22 @@ class Case:
     series: Optional[DicomSeries] = None
     bucket_key: Optional[Tuple[str, str]] = None
     s3: Any = field(default=None, compare=False, repr=False)
+    #: An S3 object's ETag and size, from the listing.
+    s3_version: str = ""
+
+    def input_stamp(self) -> str:
+        """A short digest of what says whether the input changed since an earlier run: size and modification
+        time of its file (every slice of a DICOM series), or the S3 object's ETag and size; "" when unreadable.
+        Only sizes and times go in, never a path or a name."""
+        if self.kind == "s3":
+            parts = [self.s3_version]
+        else:
+            files = self.series.files if self.kind == "dicom" else (self.path,)
+            try:
+                parts = [f"{stat.st_size}:{stat.st_mtime_ns}" for stat in (Path(f).stat() for f in files)]
+            except (OSError, TypeError):
+                return ""
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
     def load(self) -> Volume:
         """The case's voxels and grid; InputError (one sentence) when it cannot be read."""
@@ -162,7 +179,8 @@ class S3Source:
                     if name.startswith(".") or not image_suffix(name):
                         continue
                     yield Case(ids.claim(case_id_of(name)), "s3", f"s3://{self.bucket}/{key}",
-                               bucket_key=(self.bucket, key), s3=self)
+                               bucket_key=(self.bucket, key), s3=self,
+                               s3_version=f"{item.get('ETag', '')}:{item.get('Size', '')}")
         except (BotoCoreError, ClientError) as error:
             raise self._failure(error, "list") from None
 

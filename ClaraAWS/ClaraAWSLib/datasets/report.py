@@ -67,6 +67,8 @@ class CaseRow:
     volumes_ml: Dict[str, float] = field(default_factory=dict)
     dice: Optional[Dict[str, Optional[float]]] = None
     message: str = ""
+    #: The input's ``Case.input_stamp()`` when the case was read: a rerun sends the case again if it differs.
+    input_stamp: str = ""
 
 
 class Report:
@@ -85,7 +87,7 @@ class Report:
     def columns(self) -> List[str]:
         names = [column_label(name) for name in self.label_names]
         dice = [f"dice_{name}" for name in names] if self.with_dice else []
-        return ["case", "status", "seconds", *[f"{name}_ml" for name in names], *dice, "message"]
+        return ["case", "status", "seconds", *[f"{name}_ml" for name in names], *dice, "message", "input_stamp"]
 
     @property
     def rows(self) -> List[CaseRow]:
@@ -97,9 +99,9 @@ class Report:
         self._rows.pop(row.case, None)
         self._rows[row.case] = row
 
-    def finished(self) -> set:
-        """Cases already segmented (status ok): a resumed run skips them."""
-        return {case for case, row in self._rows.items() if row.status == OK}
+    def finished(self) -> Dict[str, str]:
+        """Cases already segmented (status ok) with the input stamp they were segmented from."""
+        return {case: row.input_stamp for case, row in self._rows.items() if row.status == OK}
 
     def _cells(self, row: CaseRow) -> List[str]:
         def number(value: Optional[float], digits: int) -> str:
@@ -109,7 +111,7 @@ class Report:
         dice = []
         if self.with_dice:
             dice = [number((row.dice or {}).get(name), 4) if row.status == OK else "" for name in self.label_names]
-        return [row.case, row.status, number(row.seconds, 2), *volumes, *dice, one_line(row.message)]
+        return [row.case, row.status, number(row.seconds, 2), *volumes, *dice, one_line(row.message), row.input_stamp]
 
     def write(self, path: Union[str, Path]) -> Path:
         """Replace ``path`` with the current rows in one rename; OutputError (the old file kept) otherwise."""
@@ -157,4 +159,5 @@ def _row_from(record: Dict[str, str], label_names: Iterable[str]) -> CaseRow:
         volumes_ml={k: v for k, v in volumes.items() if v is not None},
         dice=dice if any(v is not None for v in dice.values()) else None,
         message=record.get("message", ""),
+        input_stamp=record.get("input_stamp") or "",
     )
