@@ -185,6 +185,86 @@ def test_an_s3_object_replaced_under_its_key_gets_another_input_stamp(bucket):
     assert all("Doe" not in stamp for stamp in again.values())
 
 
+@pytest.fixture
+def dicom_bucket(moto_endpoint, aws_env, tmp_path):
+    """Bucket 'hospital': an oblique series with scanner names (no suffix), one with .dcm names, two series in
+    one folder, a README without a suffix and a NIfTI beside them; the slices of each series were written
+    locally first, and that local folder is what the S3 case must read like."""
+    pytest.importorskip("pydicom")
+    from dicom_fixtures import write_series
+    from service_fixtures import client
+
+    s3 = client("s3", moto_endpoint)
+    s3.create_bucket(Bucket="hospital")
+    local = tmp_path / "local"
+    write_series(local / "a", image(31).array, GRID, names=[f"IM{n:04d}" for n in range(GRID.size[2])])
+    write_series(local / "b", image(32).array, GRID)
+    write_series(local / "two", image(33).array, GRID, series_number=1)
+    write_series(local / "two", image(34).array, GRID, series_number=2)
+    for folder, prefix in (("a", "Doe Jane/ct/"), ("b", "Roe Rick/ct/"), ("two", "Mixed/")):
+        for path in sorted((local / folder).iterdir()):
+            s3.put_object(Bucket="hospital", Key=f"dicom/{prefix}{path.name}", Body=path.read_bytes())
+    s3.put_object(Bucket="hospital", Key="dicom/README", Body=b"scans of the week")
+    write(tmp_path / "upload" / "x.nii.gz", image(35))
+    s3.put_object(Bucket="hospital", Key="dicom/Roe Rick/x.nii.gz", Body=(tmp_path / "upload" / "x.nii.gz").read_bytes())
+    return s3, local
+
+
+def test_s3_dicom_folders_are_series_read_like_their_local_copies(dicom_bucket, tmp_path, monkeypatch):
+    from ClaraAWSLib.datasets.dicom_series import read_dicom_folder
+
+    s3, local = dicom_bucket
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    calls = counted(s3)
+    cases = list(expand_inputs("s3://hospital/dicom/", s3_client=s3, page_size=7))
+    # In S3's key order, a folder as soon as the listing has passed it; README is no case.
+    assert [(c.case_id, c.kind) for c in cases] == [("ct", "s3-dicom"), ("Mixed", "s3-dicom"), ("ct_2", "s3-dicom"),
+                                                    ("x", "s3")]
+    # The first 132 bytes of the README and of Doe Jane's first slice (names without a suffix); nothing downloaded.
+    assert calls.count("GetObject") == 2
+    by_source = {c.source: c for c in cases}
+    for folder, source in (("a", "s3://hospital/dicom/Doe Jane/ct/"), ("b", "s3://hospital/dicom/Roe Rick/ct/")):
+        assert same(by_source[source].load(), read_dicom_folder(local / folder))
+    assert list(temporary.iterdir()) == []
+    with pytest.raises(InputError) as caught:
+        by_source["s3://hospital/dicom/Mixed/"].load()
+    assert str(caught.value) == ("s3://hospital/dicom/Mixed/ holds 2 DICOM series; keep one series per S3 folder "
+                                 "(its case is named after the folder).")
+    assert list(temporary.iterdir()) == []
+
+    stamp = by_source["s3://hospital/dicom/Doe Jane/ct/"].input_stamp()
+    first = next(local.joinpath("a").iterdir())
+    s3.put_object(Bucket="hospital", Key=f"dicom/Doe Jane/ct/{first.name}", Body=first.read_bytes() + b"\0\0")
+    again = {c.source: c for c in expand_inputs("s3://hospital/dicom/", s3_client=s3)}
+    assert again["s3://hospital/dicom/Doe Jane/ct/"].input_stamp() != stamp
+    assert again["s3://hospital/dicom/Roe Rick/ct/"].input_stamp() == by_source["s3://hospital/dicom/Roe Rick/ct/"].input_stamp()
+
+
+def test_an_s3_series_gets_a_dicom_seg_referencing_its_slices(dicom_bucket, tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("highdicom")
+    from ClaraAWSLib.datasets.batch import BatchSettings, run_batch
+
+    s3, local = dicom_bucket
+    settings = BatchSettings(outdir=tmp_path / "out", label_names=["bright"], model_name="m", output_format="dicom-seg")
+
+    def bright(volume):
+        return Volume((volume.array > 100).astype(np.uint8), volume.grid)
+
+    report = run_batch(expand_inputs("s3://hospital/dicom/Doe Jane/", s3_client=s3), bright, settings)
+    assert [(row.case, row.status) for row in report.rows] == [("ct", "ok")]
+    seg = pydicom.dcmread(tmp_path / "out" / "ct.dcm")
+    sources = {pydicom.dcmread(path).SOPInstanceUID for path in (local / "a").iterdir()}
+    referenced = {item.ReferencedSOPInstanceUID for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert seg.Modality == "SEG" and referenced == sources
+    assert int(seg.NumberOfFrames) == int(np.count_nonzero((image(31).array > 100).any(axis=(1, 2))))
+
+
 def test_a_missing_bucket_is_one_sentence(moto_endpoint, aws_env):
     with pytest.raises(InputError, match="bucket nothing-here does not exist"):
         list(expand_inputs("s3://nothing-here/ct/", endpoint_url=moto_endpoint))

@@ -67,7 +67,7 @@ class BatchSettings:
 
 
 def output_path(case: Case, settings: BatchSettings) -> Path:
-    if settings.output_format == "dicom-seg" and case.kind == "dicom":
+    if settings.output_format == "dicom-seg" and case.kind in ("dicom", "s3-dicom"):
         return settings.outdir / f"{case.case_id}.dcm"
     return settings.outdir / f"{case.case_id}.nii.gz"
 
@@ -140,14 +140,14 @@ class WriteGate:
             self._condition.wait_for(lambda: self._writers == 0, timeout)
 
 
-def _write(case: Case, labels: Volume, settings: BatchSettings) -> Path:
+def _write(case: Case, labels: Volume, settings: BatchSettings, series) -> Path:
     from ..core.volume_files import write_image_file
 
     path = output_path(case, settings)
     if path.suffix == ".dcm":
         from .dicom_seg import write_dicom_seg
 
-        return write_dicom_seg(labels, case.series, settings.label_names, path, model_name=settings.model_name)
+        return write_dicom_seg(labels, series, settings.label_names, path, model_name=settings.model_name)
     write_image_file(labels, path)
     return path
 
@@ -181,32 +181,33 @@ def process_case(case: Case, segment: Callable[[Volume], Volume], settings: Batc
     """
     started = clock()
     stamp = case.input_stamp()  # before reading: a file replaced meanwhile is sent again by the next run
-    try:
-        volume = case.load()
-        labels = retrying(lambda: segment(volume), settings.attempts, pause_s=settings.pause_s,
-                          quick_pause_s=settings.quick_pause_s, max_pause_s=settings.max_pause_s,
-                          sleep=sleep, random=random)
-        if not labels.grid.matches(volume.grid):
-            raise GeometryError(f"The result of case {case.case_id} is not on its image's grid.")
-    except Exception as error:
-        row = _failed_row(case, error, clock() - started)
-        if deliver is not None:
-            deliver(row)
-        return row
-    with gate.writing() if gate is not None else contextlib.nullcontext(True) as allowed:
-        if not allowed:
-            return None
+    with contextlib.ExitStack() as opened:
         try:
-            _write(case, labels, settings)
-            truth = _truth(case, settings)
-            dice = dice_scores(labels, truth, settings.label_names) if truth is not None else None
-            row = CaseRow(case.case_id, OK, clock() - started, label_volumes_ml(labels, settings.label_names), dice,
-                          input_stamp=stamp)
+            volume, series = opened.enter_context(case.opened())
+            labels = retrying(lambda: segment(volume), settings.attempts, pause_s=settings.pause_s,
+                              quick_pause_s=settings.quick_pause_s, max_pause_s=settings.max_pause_s,
+                              sleep=sleep, random=random)
+            if not labels.grid.matches(volume.grid):
+                raise GeometryError(f"The result of case {case.case_id} is not on its image's grid.")
         except Exception as error:
             row = _failed_row(case, error, clock() - started)
-        if deliver is not None:
-            deliver(row)
-        return row
+            if deliver is not None:
+                deliver(row)
+            return row
+        with gate.writing() if gate is not None else contextlib.nullcontext(True) as allowed:
+            if not allowed:
+                return None
+            try:
+                _write(case, labels, settings, series)
+                truth = _truth(case, settings)
+                dice = dice_scores(labels, truth, settings.label_names) if truth is not None else None
+                row = CaseRow(case.case_id, OK, clock() - started, label_volumes_ml(labels, settings.label_names),
+                              dice, input_stamp=stamp)
+            except Exception as error:
+                row = _failed_row(case, error, clock() - started)
+            if deliver is not None:
+                deliver(row)
+            return row
 
 
 class BatchInterrupted(KeyboardInterrupt):

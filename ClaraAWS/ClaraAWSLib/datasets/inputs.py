@@ -8,17 +8,22 @@ listing goes on.
 Case ids: the file (or object) name without its image extension; for a DICOM series the name of its
 folder, with ``_2``, ``_3``... for further series in one folder. An id already taken in the batch gets
 the next free ``_N`` too, so no two cases write the same ``OUTDIR/<case id>.nii.gz``.
+
+In S3, the DICOM objects of one "folder" (key prefix up to its last ``/``) are one series: S3 lists keys
+in order, so a folder is complete at the first key outside it, and its objects are downloaded together
+(under generated names) only when the case is opened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from ..core.errors import InputError
 from ..core.geometry import Volume
@@ -28,6 +33,8 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 #: Characters a file name may not hold on some system, and path separators: replaced in case ids.
 _UNSAFE = re.compile(r'[\x00-\x1f<>:"/\\|?*]')
 _CHUNK = 1 << 20
+#: Object names taken for DICOM slices in S3: these suffixes, or none at all (as scanners often write them).
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 
 
 def image_suffix(name: str) -> Optional[str]:
@@ -62,20 +69,22 @@ class Case:
     """One case of a batch; ``source`` names it in messages (a path or an s3:// URL)."""
 
     case_id: str
-    kind: str  # "image", "dicom" or "s3"
+    kind: str  # "image", "dicom", "s3" (an image object) or "s3-dicom" (the DICOM objects of one S3 folder)
     source: str
     path: Optional[Path] = None
     series: Optional[DicomSeries] = None
     bucket_key: Optional[Tuple[str, str]] = None
     s3: Any = field(default=None, compare=False, repr=False)
-    #: An S3 object's ETag and size, from the listing.
+    #: An S3 object's ETag and size (every object's, for a DICOM folder), from the listing.
     s3_version: str = ""
+    #: The object keys of an S3 DICOM folder.
+    keys: Tuple[str, ...] = ()
 
     def input_stamp(self) -> str:
         """A short digest of what says whether the input changed since an earlier run: size and modification
         time of its file (every slice of a DICOM series), or the S3 object's ETag and size; "" when unreadable.
         Only sizes and times go in, never a path or a name."""
-        if self.kind == "s3":
+        if self.kind.startswith("s3"):
             parts = [self.s3_version]
         else:
             files = self.series.files if self.kind == "dicom" else (self.path,)
@@ -93,7 +102,20 @@ class Case:
             return read_series(self.series)
         if self.kind == "s3":
             return self.s3.load(self.bucket_key, self.source)
+        if self.kind == "s3-dicom":
+            with self.opened() as (volume, _):
+                return volume
         return read_image_file(self.path)
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[Tuple[Volume, Optional[DicomSeries]]]:
+        """(voxels, the DICOM series' files or None) while the block runs: an S3 series' downloaded slices
+        stay until it ends, for a DICOM SEG that references them."""
+        if self.kind != "s3-dicom":
+            yield self.load(), self.series
+            return
+        with self.s3.downloaded_series(self.bucket_key[0], self.keys, self.case_id, self.source) as series:
+            yield read_series(series), series
 
 
 def _hidden_or_excluded(path: Path, root: Path, excluded: set) -> bool:
@@ -171,18 +193,74 @@ class S3Source:
         config = {"PageSize": self.page_size} if self.page_size else {}
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix, PaginationConfig=config)
+        folders = _DicomFolders()
         try:
             for page in pages:  # the next page is asked for only when this one's cases are done
                 for item in page.get("Contents") or ():
                     key = item.get("Key", "")
+                    for folder, entries in folders.completed_before(key):
+                        yield from self._dicom_case(folder, entries, ids)
                     name = key.rsplit("/", 1)[-1]
-                    if name.startswith(".") or not image_suffix(name):
+                    version = f"{item.get('ETag', '')}:{item.get('Size', '')}"
+                    if not name or name.startswith("."):
                         continue
-                    yield Case(ids.claim(case_id_of(name)), "s3", f"s3://{self.bucket}/{key}",
-                               bucket_key=(self.bucket, key), s3=self,
-                               s3_version=f"{item.get('ETag', '')}:{item.get('Size', '')}")
+                    if image_suffix(name):
+                        yield Case(ids.claim(case_id_of(name)), "s3", f"s3://{self.bucket}/{key}",
+                                   bucket_key=(self.bucket, key), s3=self, s3_version=version)
+                    elif name.lower().endswith(DICOM_SUFFIXES) or "." not in name:
+                        folders.add(key, version)
+            for folder, entries in folders.completed_before(None):
+                yield from self._dicom_case(folder, entries, ids)
         except (BotoCoreError, ClientError) as error:
             raise self._failure(error, "list") from None
+
+    def _dicom_case(self, folder: str, entries: List[Tuple[str, str]], ids: CaseIds) -> Iterator[Case]:
+        keys = tuple(key for key, _ in entries)
+        if not any(key.lower().endswith(DICOM_SUFFIXES) for key in keys) and not self._is_dicom(keys[0]):
+            return  # files without a suffix that are not DICOM (a README, a LICENSE): no case
+        name = folder.rsplit("/", 1)[-1] or self.bucket
+        yield Case(ids.claim(case_id_of(name)), "s3-dicom", f"s3://{self.bucket}/{folder + '/' if folder else ''}",
+                   bucket_key=(self.bucket, folder), s3=self, keys=keys,
+                   s3_version="|".join(version for _, version in entries))
+
+    def _is_dicom(self, key: str) -> bool:
+        """The DICOM preamble's "DICM" at byte 128, read with one small ranged request."""
+        try:
+            head = self.client.get_object(Bucket=self.bucket, Key=key, Range="bytes=0-131")["Body"].read()
+        except Exception:  # noqa: BLE001 - an unreadable object makes no case; a real failure shows when listing
+            return False
+        return head[128:132] == b"DICM"
+
+    @contextlib.contextmanager
+    def downloaded_series(self, bucket: str, keys: Tuple[str, ...], case_id: str, source: str) -> Iterator[DicomSeries]:
+        """The one series of an S3 folder, downloaded under generated names to a temporary folder while the
+        block runs; InputError naming the S3 folder when it holds none or several."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        with tempfile.TemporaryDirectory(prefix="clara-aws-s3-") as folder:
+            try:
+                for number, key in enumerate(keys, start=1):
+                    body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+                    with open(Path(folder) / f"slice{number:05d}.dcm", "wb") as stream:
+                        for chunk in body.iter_chunks(_CHUNK):
+                            stream.write(chunk)
+            except (BotoCoreError, ClientError) as error:
+                raise self._failure(error, f"s3://{bucket}/{key}") from None
+            except OSError as error:
+                raise InputError(f"{source} could not be saved to a temporary folder ({error.strerror or error}); "
+                                 "free some space in the temporary folder.") from None
+            try:
+                found = find_series(folder)
+            except InputError as error:
+                raise InputError(str(error).replace(folder, source), details=error.details) from None
+            if len(found) != 1:
+                raise InputError(f"{source} holds {'no' if not found else len(found)} DICOM series; keep one series "
+                                 "per S3 folder (its case is named after the folder).")
+            series = DicomSeries(case_id, Path(folder), found[0].files, found[0].series_uid)
+            try:
+                yield series
+            except InputError as error:  # name the S3 folder, not the temporary one
+                raise InputError(str(error).replace(folder, source.rstrip("/")), details=error.details) from None
 
     def load(self, bucket_key: Tuple[str, str], source: str) -> Volume:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -208,6 +286,27 @@ class S3Source:
             except InputError as error:  # name the object, not the temporary file
                 raise InputError(str(error).replace(str(local), source).replace(local.name, source),
                                  details=error.details) from None
+
+
+class _DicomFolders:
+    """Keys of possible DICOM objects by folder, until the listing has passed each folder.
+
+    S3 lists keys in UTF-8 order, so every key starting with ``folder/`` comes in one run: the first key
+    outside it completes the folder. Objects at the top of the bucket mix with folders, so they complete
+    only when the listing ends."""
+
+    def __init__(self) -> None:
+        self._open: Dict[str, List[Tuple[str, str]]] = {}
+
+    def add(self, key: str, version: str) -> None:
+        folder = key.rsplit("/", 1)[0] if "/" in key else ""
+        self._open.setdefault(folder, []).append((key, version))
+
+    def completed_before(self, key: Optional[str]) -> List[Tuple[str, List[Tuple[str, str]]]]:
+        """Folders the listing has passed once it reaches ``key`` (all of them at its end, ``key`` None)."""
+        done = [folder for folder in self._open
+                if key is None or (folder and not key.startswith(folder + "/"))]
+        return [(folder, self._open.pop(folder)) for folder in done]
 
 
 def expand_inputs(spec: str, *, exclude: Iterable[Path] = (), s3_client: Any = None, profile: Optional[str] = None,
