@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import threading
 from typing import Iterator, Optional
+
+from .itk_io import ITK_FILE_IO
 
 
 class CapturedText:
@@ -17,7 +18,9 @@ class CapturedText:
         return self._text
 
 
-_stderr_lock = threading.RLock()
+#: File descriptor 2 is the process's: one redirection at a time. The blocks that redirect it are ITK's
+#: file reads and writes, which must not run concurrently either, so one lock serves both.
+_stderr_lock = ITK_FILE_IO
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import InputError
+from ..core.itk_io import ITK_FILE_IO
 from ..core.volume_files import check_nifti_complete
 from .limits import MIN_IMAGE_EDGE_VOXELS
 from .problems import InvalidImage, PayloadTooLarge
@@ -39,12 +40,14 @@ def read_upload(upload: UploadedFile, max_voxels: Optional[int] = None) -> sitk.
     reader.SetImageIO(IMAGE_IOS[suffix])
     reader.SetFileName(str(upload.path))
     try:
-        reader.ReadImageInformation()
-        _check_size(reader.GetSize(), max_voxels)
-        if IMAGE_IOS[suffix] == "NiftiImageIO":
-            # ITK reads the missing end of a cut NIfTI file as zeros, and the model would segment them.
-            check_nifti_complete(upload.path, name=f"The uploaded {suffix} image", advice="the upload was cut short: send it again")
-        image = reader.Execute()
+        with ITK_FILE_IO:
+            reader.ReadImageInformation()
+            _check_size(reader.GetSize(), max_voxels)
+            if IMAGE_IOS[suffix] == "NiftiImageIO":
+                # ITK reads the missing end of a cut NIfTI file as zeros, and the model would segment them.
+                check_nifti_complete(upload.path, name=f"The uploaded {suffix} image",
+                                     advice="the upload was cut short: send it again")
+            image = reader.Execute()
     except InputError as exc:
         raise InvalidImage(str(exc)) from None
     except RuntimeError as exc:
@@ -82,4 +85,5 @@ def write_labels(labels: np.ndarray, reference: sitk.Image, path: Path, dtype: s
         raise RuntimeError(f"model returned labels of shape {labels.shape} for an image of size {reference.GetSize()}")
     image = sitk.GetImageFromArray(np.ascontiguousarray(labels, dtype=numpy_type))
     image.CopyInformation(reference)
-    sitk.WriteImage(image, str(path), compress)
+    with ITK_FILE_IO:
+        sitk.WriteImage(image, str(path), compress)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..core.geometry import ImageGrid, Volume
+from ..core.itk_io import ITK_FILE_IO
 
 #: Label value v of the truth image is ``PHANTOM_LABELS[v - 1]``.
 PHANTOM_LABELS: Tuple[str, ...] = ("liver", "spleen", "left kidney", "right kidney")
@@ -284,6 +285,7 @@ def write_phantom(
     phantom = make_phantom(**kwargs)
     ct_path = directory / f"{prefix}_ct.nii.gz"
     truth_path = directory / f"{prefix}_truth.nii.gz"
-    sitk.WriteImage(phantom.ct.to_sitk(), str(ct_path), True)
-    sitk.WriteImage(phantom.truth.to_sitk(), str(truth_path), True)
+    with ITK_FILE_IO:
+        sitk.WriteImage(phantom.ct.to_sitk(), str(ct_path), True)
+        sitk.WriteImage(phantom.truth.to_sitk(), str(truth_path), True)
     return ct_path, truth_path

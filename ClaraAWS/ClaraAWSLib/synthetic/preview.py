@@ -11,6 +11,7 @@ from typing import Sequence, Tuple, Union
 import numpy as np
 
 from ..core.geometry import Volume
+from ..core.itk_io import ITK_FILE_IO
 
 #: Distinct, colour-blind-friendly-ish overlay colours for label values 1, 2, 3, ...
 OVERLAY_COLOURS: Tuple[Tuple[int, int, int], ...] = (
@@ -61,7 +62,8 @@ def write_preview(
         canvas = canvas.repeat(factor, axis=0).repeat(factor, axis=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(sitk.GetImageFromArray(canvas, isVector=True), str(path))
+    with ITK_FILE_IO:
+        sitk.WriteImage(sitk.GetImageFromArray(canvas, isVector=True), str(path))
     return path
 
 
