@@ -42,11 +42,11 @@ def read_upload(upload: UploadedFile, max_voxels: Optional[int] = None) -> sitk.
     try:
         with ITK_FILE_IO:
             reader.ReadImageInformation()
-            _check_size(reader.GetSize(), max_voxels)
-            if IMAGE_IOS[suffix] == "NiftiImageIO":
-                # ITK reads the missing end of a cut NIfTI file as zeros, and the model would segment them.
-                check_nifti_complete(upload.path, name=f"The uploaded {suffix} image",
-                                     advice="the upload was cut short: send it again")
+        _check_size(reader.GetSize(), max_voxels)
+        if IMAGE_IOS[suffix] == "NiftiImageIO":
+            # ITK reads the missing end of a cut NIfTI file as zeros, and the model would segment them.
+            check_nifti_complete(upload.path, name=f"The uploaded {suffix} image", advice="the upload was cut short: send it again")
+        with ITK_FILE_IO:
             image = reader.Execute()
     except InputError as exc:
         raise InvalidImage(str(exc)) from None
