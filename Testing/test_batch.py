@@ -192,6 +192,17 @@ def test_a_4xx_or_another_error_is_tried_once(tmp_path, status):
     assert read_report(tmp_path / "out" / "report.csv")["a"]["status"] == "failed"
 
 
+def counting_threshold():
+    """(first voxels of the volumes sent, the threshold model that records them): which cases a run sent."""
+    seen = []
+
+    def counting(volume):
+        seen.append(int(volume.array[0, 0, 0]))
+        return threshold(volume)
+
+    return seen, counting
+
+
 def test_a_resumed_run_skips_finished_cases_and_retries_failed_ones(tmp_path):
     for n in range(3):
         write(tmp_path / "in" / f"case_{n}.nii.gz", ct(n))
@@ -204,12 +215,7 @@ def test_a_resumed_run_skips_finished_cases_and_retries_failed_ones(tmp_path):
 
     run_batch(expand_inputs(str(tmp_path / "in")), fails_on_case_2, settings)
     (tmp_path / "out" / "case_1.nii.gz").unlink()  # an output lost since: that case runs again
-    seen = []
-
-    def counting(volume):
-        seen.append(int(volume.array[0, 0, 0]))
-        return threshold(volume)
-
+    seen, counting = counting_threshold()
     run_batch(expand_inputs(str(tmp_path / "in")), counting, settings)
     assert sorted(seen) == sorted([int(ct(1)[0, 0, 0]), int(ct(2)[0, 0, 0])])
     assert {row["status"] for row in read_report(tmp_path / "out" / "report.csv").values()} == {"ok"}
@@ -228,12 +234,7 @@ def test_a_rerun_sends_again_only_the_cases_whose_input_changed(tmp_path):
     # A corrected scan under the same name, and a series whose slices were re-exported with other voxels.
     write(tmp_path / "in" / "case_1.nii.gz", ct(11))
     write_series(tmp_path / "in" / "patient_a", ct(13), GRID)
-    seen = []
-
-    def counting(volume):
-        seen.append(int(volume.array[0, 0, 0]))
-        return threshold(volume)
-
+    seen, counting = counting_threshold()
     run_batch(expand_inputs(str(tmp_path / "in")), counting, settings)
     assert sorted(seen) == sorted([int(ct(11)[0, 0, 0]), int(ct(13)[0, 0, 0])])
     for case, seed in (("case_1", 11), ("patient_a", 13)):
