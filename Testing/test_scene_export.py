@@ -110,8 +110,9 @@ def test_no_volume_is_refused():
 SEGMENTATION_TRANSFORMS = ["another transform", "the volume's transform", "no transform", "volume under none"]
 
 
+@pytest.mark.parametrize("shared_layer", [False, True], ids=["a layer each", "one shared layer"])
 @pytest.mark.parametrize("where", SEGMENTATION_TRANSFORMS)
-def test_segments_come_back_on_the_volume_grid_voxel_for_voxel(harness, where):
+def test_segments_come_back_on_the_volume_grid_voxel_for_voxel(harness, where, shared_layer):
     """What a submitted label is made of: segments drawn on the volume's lattice, read back on its grid unchanged,
     whatever transforms the two nodes are under (Slicer's exporter alone moves edge voxels when they differ)."""
     from ClaraAWSLib.scene.export import segments_on_volume_grid
@@ -130,6 +131,9 @@ def test_segments_come_back_on_the_volume_grid_voxel_for_voxel(harness, where):
     spleen = blobs & (rng.random(blobs.shape) < 0.5)
     liver = blobs & ~spleen
     ids = [ss.add_segment(segmentation, name, mask, node) for name, mask in (("spleen", spleen), ("liver", liver))]
+    if shared_layer:  # as Slicer keeps segments that do not overlap: one layer, label values 1 and 2
+        segmentation.GetSegmentation().CollapseBinaryLabelmaps(True)
+        assert segmentation.GetSegmentation().GetNumberOfLayers() == 1
     nodes_before = ss.scene_state(harness)
 
     merged = segments_on_volume_grid(segmentation, node, ids)
