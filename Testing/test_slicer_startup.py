@@ -181,15 +181,25 @@ def test_settings_page_changes_reach_the_open_panel_and_back(slicer_app, referen
     assert slicer_app.slot_errors == []
 
 
-def test_the_settings_page_installs_zlib_ng_after_asking_and_answers_decode_with_it(profile, tmp_path):
-    """Slicer's Python has only zlib: the page says so and offers zlib-ng; a "no" changes nothing, a "yes"
-    installs it (each Slicer's way: 5.8's pip_install after our question, pip_ensure's own question on
-    newer ones) and the next answer inflates with it, to the same labels."""
+def _whole_grid_answer(tmp_path):
     import numpy as np
     import SimpleITK as sitk
 
+    labels = np.zeros((20, 30, 40), np.uint8)
+    labels[5:9, 10:14, 20:27] = 3
+    path = tmp_path / "answer.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(path), True)
+    return path, labels
+
+
+def test_on_slicer_5_8_the_settings_page_installs_zlib_ng_after_asking_and_answers_decode_with_it(tmp_path):
+    """Slicer 5.8's Python runs on zlib 1.2.3 (SOURCES.md 15): the page says so and offers zlib-ng; a "no"
+    changes nothing, a "yes" installs it (pip_install after our question) and the next answer inflates with
+    it, to the same labels."""
+    import numpy as np
+
     pytest.importorskip("zlib_ng")
-    with StandinSlicer(profile, hide_packages=("zlib_ng",)) as app:
+    with StandinSlicer(SLICER_5_8_1, hide_packages=("zlib_ng",)) as app:
         app.start()
         app.open_module()
         page = app.app.settingsDialog().panel("ClaraAWS")
@@ -206,14 +216,34 @@ def test_the_settings_page_installs_zlib_ng_after_asking_and_answers_decode_with
         page.installZlibNgButton.click()
         assert app.installer.installs == [inflate.ZLIB_NG_REQUIREMENT] and inflate.engine() == "zlib-ng"
         assert page.decodingLabel.text == "zlib-ng" and not page.installZlibNgButton.visible
-        labels = np.zeros((20, 30, 40), np.uint8)
-        labels[5:9, 10:14, 20:27] = 3
-        path = tmp_path / "answer.nii.gz"
-        sitk.WriteImage(sitk.GetImageFromArray(labels), str(path), True)
+        path, labels = _whole_grid_answer(tmp_path)
         assert type(inflate.gzip_inflater()).__name__ == "_ZlibNgInflater"
         box = decode_label_box(path.read_bytes(), path.name)
         assert box.start == (20, 10, 5) and np.array_equal(box.array, labels[5:9, 10:14, 20:27])
         assert app.slot_errors == [] and len(app.dialogs.shown) == 2
+
+
+def test_on_slicer_5_10_and_newer_the_settings_page_offers_nothing_as_pythons_own_zlib_is_zlib_ng(tmp_path):
+    """Slicer 5.10 and newer build Python's zlib on zlib-ng (SOURCES.md 15): the page says Slicer's own
+    inflater is zlib-ng, offers no install and asks nothing; answers inflate with Python's zlib."""
+    import zlib
+
+    import numpy as np
+
+    with StandinSlicer(SLICER_MAIN, hide_packages=("zlib_ng",)) as app:
+        app.start()
+        app.open_module()
+        page = app.app.settingsDialog().panel("ClaraAWS")
+        from ClaraAWSLib.core import inflate
+        from ClaraAWSLib.core.imageio import decode_label_box
+
+        assert inflate.engine() == "zlib" and inflate.is_fast()
+        assert page.decodingLabel.text == "zlib-ng, Slicer's own" and not page.installZlibNgButton.visible
+        path, labels = _whole_grid_answer(tmp_path)
+        assert type(inflate.gzip_inflater()) is type(zlib.decompressobj())
+        box = decode_label_box(path.read_bytes(), path.name)
+        assert box.start == (20, 10, 5) and np.array_equal(box.array, labels[5:9, 10:14, 20:27])
+        assert app.installer.installs == [] and app.dialogs.shown == [] and app.slot_errors == []
 
 
 # ------------------------------------------------------------------------------------------- self-test

@@ -7,6 +7,8 @@ modelled (SOURCES.md collects the facts). Two Slicer versions are modelled:
   loaded with ``imp.load_source`` into the module object of their name.
 - ``SLICER_MAIN`` (5.10 and newer, checked against main 583e9b37): ``slicer.packaging`` (from 5.12);
   ``connectGui`` returns its tag; scripted files get a fresh module put in ``sys.modules``.
+Each profile also names the zlib its Python's ``zlib`` module is built on (SOURCES.md section 15): the
+stand-in shows it as ``zlib.ZLIB_RUNTIME_VERSION``, the version string that library reports.
 ``slicer.util`` is Slicer's own file as the slicer-core wheel ships it; a profile replaces only the
 functions whose behaviour differs in its version.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import sys
 import types
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -39,10 +42,13 @@ class SlicerProfile:
     effect_loader: str  # "imp" or "importlib"
     has_packaging: bool
     connect_gui_returns_tag: bool
+    python_zlib_version: str  # zlibVersion() of the zlib Slicer builds its Python on
 
 
-SLICER_5_8_1 = SlicerProfile("5.8.1", "imp", has_packaging=False, connect_gui_returns_tag=False)
-SLICER_MAIN = SlicerProfile("main", "importlib", has_packaging=True, connect_gui_returns_tag=True)
+SLICER_5_8_1 = SlicerProfile("5.8.1", "imp", has_packaging=False, connect_gui_returns_tag=False,
+                             python_zlib_version="1.2.3")
+SLICER_MAIN = SlicerProfile("main", "importlib", has_packaging=True, connect_gui_returns_tag=True,
+                            python_zlib_version="1.3.1.zlib-ng")
 PROFILES = (SLICER_5_8_1, SLICER_MAIN)
 
 _SLICER_ATTRIBUTES = ("app", "modules", "mrmlScene", "qMRMLWidget", "qSlicerWidget", "qMRMLNodeComboBox",
@@ -64,6 +70,7 @@ class StandinSlicer:
         self.errors: list = []
         self._saved_modules: Dict[str, Any] = {}
         self._saved_attributes: Dict[str, Any] = {}
+        self._python_zlib_version = zlib.ZLIB_RUNTIME_VERSION
 
     # --- install / uninstall ---------------------------------------------------------------------------------
     def __enter__(self) -> "StandinSlicer":
@@ -81,6 +88,8 @@ class StandinSlicer:
         from ClaraAWSLib.scene.setup import ensure_scene_services
 
         for name in list(sys.modules):
+            if name.split(".")[0] in self.installer.blocked:
+                self.installer.hidden_modules[name] = sys.modules[name]
             if name.split(".")[0] in _OWNED_MODULE_PREFIXES or name.split(".")[0] in self.installer.blocked:
                 self._saved_modules.setdefault(name, sys.modules.pop(name))
         for name in _SLICER_ATTRIBUTES:
@@ -138,6 +147,7 @@ class StandinSlicer:
             # Slicer 5.8's util.pip_install runs pip itself (Base/Python/slicer/util.py v5.8.1); it has no packaging.
             self._patch_util("pip_install", lambda requirements, **kwargs: self.installer.install(requirements))
         sys.meta_path.insert(0, self.installer)
+        zlib.ZLIB_RUNTIME_VERSION = self.profile.python_zlib_version
 
     def _patch_util(self, name: str, replacement) -> None:
         self._patched_util[name] = getattr(slicer.util, name)
@@ -153,6 +163,7 @@ class StandinSlicer:
         finally:
             if self.installer in sys.meta_path:
                 sys.meta_path.remove(self.installer)
+            zlib.ZLIB_RUNTIME_VERSION = self._python_zlib_version
             for name, original in self._patched_util.items():
                 setattr(slicer.util, name, original)
             for name in list(sys.modules):

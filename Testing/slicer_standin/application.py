@@ -275,6 +275,10 @@ class Installer:
 
     def __init__(self) -> None:
         self.blocked: set = set()
+        #: Modules of blocked packages the test process had imported before: an install gives back these
+        #: objects. Importing a C extension a second time re-runs its initialisation, and the first module
+        #: object's functions then raise the second one's exception classes (zlib_ng.error does).
+        self.hidden_modules: Dict[str, Any] = {}
         self.installs: List[Any] = []
         self.fail_with: Optional[str] = None
         self.confirmations: List[str] = []
@@ -284,6 +288,8 @@ class Installer:
         if self.fail_with:
             raise RuntimeError(self.fail_with)
         self.blocked.clear()
+        for name, module in self.hidden_modules.items():
+            sys.modules.setdefault(name, module)
         importlib.invalidate_caches()
 
     def ensure(self, requirements, *, requester=None, skip_in_testing=True):

@@ -1,10 +1,12 @@
 """Inflating gzip streams: with zlib-ng when it is installed, else with Python's own zlib.
 
 A deepgrow click's answer from MONAI Label is the whole grid, tens of MB of zeros in a few KB of gzip.
-Classic zlib, which Python and Slicer are built with, inflates those runs a byte at a time; zlib-ng
-copies them in wide blocks, several times faster (``Testing/benchmarks/bench_inflate.py``). Both read
-the same streams into the same bytes, and damage raises ``zlib.error`` from either, so callers only
-choose speed. zlib-ng comes with the pip package; inside Slicer the settings page offers to install it.
+Classic zlib inflates those runs a byte at a time; zlib-ng copies them in wide blocks, several times
+faster (``Testing/benchmarks/bench_inflate.py``). Both read the same streams into the same bytes, and
+damage raises ``zlib.error`` from either, so callers only choose speed. zlib-ng comes with the pip
+package. Slicer 5.10 and newer build Python's own zlib on zlib-ng (in its zlib-compatible mode, which
+names itself "1.3.1.zlib-ng"), so nothing is needed there; Slicer 5.8 builds it on zlib 1.2.3, and its
+settings page offers to install the package.
 """
 
 from __future__ import annotations
@@ -32,7 +34,18 @@ def use_zlib_ng_if_installed() -> str:
 
 
 def engine() -> str:
+    """The module that inflates: "zlib-ng" (the package) or "zlib" (Python's own)."""
     return "zlib-ng" if _zlib_ng is not None else "zlib"
+
+
+def python_zlib_is_zlib_ng() -> bool:
+    """Python's own zlib runs on zlib-ng, as in Slicer 5.10 and newer and on some Linux distributions."""
+    return "zlib-ng" in zlib.ZLIB_RUNTIME_VERSION
+
+
+def is_fast() -> bool:
+    """Whole-grid answers inflate at zlib-ng's speed, whichever module does it."""
+    return _zlib_ng is not None or python_zlib_is_zlib_ng()
 
 
 class _ZlibNgInflater:

@@ -86,8 +86,8 @@ class ClaraAWSSettingsPanel(ctk.ctkSettingsPanel):
         form.addRow(_("Decoding answers:"), self.decodingLabel)
         self.installZlibNgButton = qt.QPushButton(_("Install zlib-ng for faster deepgrow clicks"))
         self.installZlibNgButton.toolTip = _("A click's answer that covers the whole volume (as MONAI Label sends "
-                                             "it) decodes several times faster with zlib-ng, which Slicer does not "
-                                             "include.")
+                                             "it) decodes several times faster with zlib-ng, which Slicer 5.8 does "
+                                             "not include.")
         self.installZlibNgButton.connect("clicked()", self.onInstallZlibNg)
         form.addRow("", self.installZlibNgButton)
         layout.addWidget(results)
@@ -109,16 +109,20 @@ class ClaraAWSSettingsPanel(ctk.ctkSettingsPanel):
     def refreshDecoding(self):
         from ..core import inflate
 
-        fast = inflate.engine() == "zlib-ng"
-        self.decodingLabel.text = _("zlib-ng") if fast else _("zlib, Slicer's own (slower on whole-volume answers)")
-        self.installZlibNgButton.visible = not fast
+        if inflate.engine() == "zlib-ng":
+            self.decodingLabel.text = _("zlib-ng")
+        elif inflate.python_zlib_is_zlib_ng():
+            self.decodingLabel.text = _("zlib-ng, Slicer's own")
+        else:
+            self.decodingLabel.text = _("zlib, Slicer's own (slower on whole-volume answers)")
+        self.installZlibNgButton.visible = not inflate.is_fast()
 
     def onInstallZlibNg(self):
         from ..core import inflate
         from .package_install import install_after_asking
 
         question = _("Deepgrow answers that cover the whole volume decode several times faster with the zlib-ng "
-                     "package, which Slicer does not include. Install it now from the Python Package Index?")
+                     "package, which Slicer 5.8 does not include. Install it now from the Python Package Index?")
         if install_after_asking(inflate.ZLIB_NG_REQUIREMENT, question, _("Install zlib-ng")):
             inflate.use_zlib_ng_if_installed()
         self.refreshDecoding()
