@@ -164,6 +164,31 @@ def test_s3_prefix_is_listed_page_by_page_and_each_object_streamed_when_loaded(b
     assert list(temporary.iterdir()) == []
 
 
+def test_an_s3_prefix_has_its_total_before_the_first_case_is_sent_when_its_listing_fits_ahead(bucket):
+    """The progress bar's total (and ETA) for s3:// INPUT: the listing runs ahead of the cases sent, at most
+    ``ahead`` cases; objects are still downloaded only when their case is loaded."""
+    from types import SimpleNamespace
+
+    from ClaraAWSLib.cli.batch_command import listed_ahead
+
+    s3, _ = bucket
+    calls = counted(s3)
+    display = SimpleNamespace(total=None)
+    cases = listed_ahead(expand_inputs("s3://scans/ct/", s3_client=s3, page_size=2), display)
+    first = next(cases)
+    assert first.case_id == "case_0" and display.total == 6  # 7 keys, a readme.txt among them
+    assert calls == ["ListObjectsV2"] * 4
+    assert [c.case_id for c in cases] == ["case_1", "case_2", "case_3", "case_4", "broken"]
+    assert display.total == 6 and "GetObject" not in calls
+
+    display, totals = SimpleNamespace(total=None), []
+    cases = listed_ahead(expand_inputs("s3://scans/ct/", s3_client=s3, page_size=2), display, ahead=2)
+    for case in cases:
+        totals.append(display.total)
+    # Case i is yielded once cases up to i + 2 were asked for: the sixth and last is asked for at i = 4.
+    assert totals == [None, None, None, None, 6, 6]
+
+
 def test_s3_through_the_aws_settings_and_a_vanished_object(bucket, moto_endpoint):
     s3, volumes = bucket
     cases = list(expand_inputs("s3://scans/ct/Doe Jane/", endpoint_url=moto_endpoint))

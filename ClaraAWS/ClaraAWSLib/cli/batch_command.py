@@ -16,6 +16,7 @@ command again finishes the rest, sending nothing for the cases report.csv alread
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import itertools
 import os
@@ -24,7 +25,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .argtypes import whole_number
 
@@ -140,13 +141,26 @@ def _cases(args, outdir: Path):
     return list(cases)  # local listings are quick; listed first, a bad INPUT costs nothing and the bar has a total
 
 
-def _counted(cases, display) -> Iterator:
-    """``cases`` as they come, telling ``display`` the total once the listing ends."""
-    count = 0
-    for case in cases:
-        count += 1
-        yield case
-    display.total = count
+#: Cases listed ahead of the one sent: an S3 prefix of up to this many cases has its total (and the bar its
+#: ETA) from the start, a larger one once the rest fits; a Case is a few hundred bytes.
+LISTED_AHEAD = 2000
+
+
+def listed_ahead(cases: Iterable, display, ahead: int = LISTED_AHEAD) -> Iterator:
+    """``cases`` in their order, listed up to ``ahead`` cases before the one yielded; ``display.total`` is
+    set as soon as the listing ends."""
+    source, waiting, given, listed_all = iter(cases), collections.deque(), 0, False
+    while True:
+        while not listed_all and len(waiting) <= ahead:
+            try:
+                waiting.append(next(source))
+            except StopIteration:
+                listed_all = True
+                display.total = given + len(waiting)
+        if not waiting:
+            return
+        given += 1
+        yield waiting.popleft()
 
 
 @contextlib.contextmanager
@@ -218,7 +232,7 @@ def run(args: argparse.Namespace, connect: Callable) -> int:
                 settings = BatchSettings(outdir=outdir, label_names=labels, model_name=args.model,
                                          output_format=args.format, truth_dir=truth, workers=jobs,
                                          attempts=args.retries + 1, resume=not args.no_resume)
-                report = run_batch(_counted(cases, display), segment, settings, progress=display.finished,
+                report = run_batch(listed_ahead(cases, display), segment, settings, progress=display.finished,
                                    skipped=display.skipped)
             finally:
                 display.close()
