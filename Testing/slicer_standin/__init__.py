@@ -88,9 +88,10 @@ class StandinSlicer:
         from ClaraAWSLib.scene.setup import ensure_scene_services
 
         for name in list(sys.modules):
-            if name.split(".")[0] in self.installer.blocked:
+            package = name.split(".")[0]
+            if package in self.installer.blocked:
                 self.installer.hidden_modules[name] = sys.modules[name]
-            if name.split(".")[0] in _OWNED_MODULE_PREFIXES or name.split(".")[0] in self.installer.blocked:
+            if package in _OWNED_MODULE_PREFIXES or package in self.installer.blocked:
                 self._saved_modules.setdefault(name, sys.modules.pop(name))
         for name in _SLICER_ATTRIBUTES:
             self._saved_attributes[name] = getattr(slicer, name, _MISSING)

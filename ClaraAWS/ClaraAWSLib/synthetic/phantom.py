@@ -24,7 +24,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..core.geometry import ImageGrid, Volume
-from ..core.itk_io import ITK_FILE_IO
+from ..core.volume_files import write_image_file
 
 #: Label value v of the truth image is ``PHANTOM_LABELS[v - 1]``.
 PHANTOM_LABELS: Tuple[str, ...] = ("liver", "spleen", "left kidney", "right kidney")
@@ -278,14 +278,10 @@ def write_phantom(
     **kwargs,
 ) -> Tuple[Path, Path]:
     """Write ``<prefix>_ct.nii.gz`` and ``<prefix>_truth.nii.gz`` into ``out_dir``; kwargs go to make_phantom."""
-    import SimpleITK as sitk
-
     directory = Path(out_dir)
-    directory.mkdir(parents=True, exist_ok=True)
     phantom = make_phantom(**kwargs)
     ct_path = directory / f"{prefix}_ct.nii.gz"
     truth_path = directory / f"{prefix}_truth.nii.gz"
-    with ITK_FILE_IO:
-        sitk.WriteImage(phantom.ct.to_sitk(), str(ct_path), True)
-        sitk.WriteImage(phantom.truth.to_sitk(), str(truth_path), True)
+    write_image_file(phantom.ct, ct_path)
+    write_image_file(phantom.truth, truth_path)
     return ct_path, truth_path
