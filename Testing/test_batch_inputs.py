@@ -293,3 +293,65 @@ def test_an_s3_series_gets_a_dicom_seg_referencing_its_slices(dicom_bucket, tmp_
 def test_a_missing_bucket_is_one_sentence(moto_endpoint, aws_env):
     with pytest.raises(InputError, match="bucket nothing-here does not exist"):
         list(expand_inputs("s3://nothing-here/ct/", endpoint_url=moto_endpoint))
+
+
+def test_an_empty_or_mistyped_s3_prefix_is_one_sentence_not_an_empty_batch(bucket):
+    s3, _ = bucket
+    for prefix in ("nothing-here/", "CT/"):  # S3 keys are case-sensitive: "CT/" lists nothing of "ct/"
+        with pytest.raises(InputError, match=f"s3://scans/{prefix} holds no image objects"):
+            list(expand_inputs(f"s3://scans/{prefix}", s3_client=s3))
+    s3.put_object(Bucket="scans", Key="notes/readme.txt", Body=b"no image here")
+    with pytest.raises(InputError, match="holds no image objects"):
+        list(expand_inputs("s3://scans/notes/", s3_client=s3))
+
+
+def test_an_input_reached_twice_is_one_case(bucket, tmp_path):
+    """A folder and a file in it, the same folder twice, overlapping prefixes: each volume is sent once."""
+    s3, _ = bucket
+    write(tmp_path / "in" / "liver.nii.gz", image(1))
+    write(tmp_path / "in" / "sub" / "spleen.nii.gz", image(2))
+    ids = CaseIds()
+    specs = [str(tmp_path / "in" / "liver.nii.gz"), str(tmp_path / "in"), str(tmp_path / "in" / "sub"),
+             "s3://scans/ct/", "s3://scans/ct/Doe Jane/"]
+    cases = [case for spec in specs for case in expand_inputs(spec, s3_client=s3, ids=ids)]
+    assert sorted(case.case_id for case in cases) == ["broken", "case_0", "case_1", "case_2", "case_3", "case_4",
+                                                      "liver", "spleen"]
+    assert len({case.input_name for case in cases}) == len(cases)
+
+
+def test_download_folders_are_removed_when_the_batch_stops_at_once(tmp_path):
+    """An interrupted batch ends with os._exit, which runs no ``finally``: the downloads go first, in a child
+    process as the command does it."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import threading, sys
+        from pathlib import Path
+        from ClaraAWSLib.cli.batch_command import _stop
+        from ClaraAWSLib.cli.batch_progress import BatchProgress
+        from ClaraAWSLib.datasets.batch import WORKER_NAME
+        from ClaraAWSLib.datasets.inputs import download_folder
+
+        started, never = threading.Event(), threading.Event()
+
+        def download():
+            with download_folder() as folder:
+                (Path(folder) / "slice00001.dcm").write_bytes(b"PatientName Doe^Jane")
+                started.set()
+                never.wait()
+
+        threading.Thread(target=download, name=WORKER_NAME + "-1", daemon=True).start()
+        started.wait(10)
+        _stop("clara-aws: interrupted.", BatchProgress(sys.stderr, tty=False, columns=80))
+        print("not reached")
+    """)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = dict(os.environ, TMPDIR=str(temporary))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130 and "not reached" not in done.stdout, done.stderr
+    assert "interrupted" in done.stderr
+    assert list(temporary.iterdir()) == []

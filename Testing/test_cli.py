@@ -102,7 +102,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, reference_server,
     assert_one_line_failure(wrong_type, 2)
     assert "type annotation" in wrong_type.stderr and reference_server.stats.image_uploads == uploads
     unknown = clara_aws("segment", "--server", reference_server.url, "--model", "no_such_model", ct_file, "-o", out)
-    assert_one_line_failure(unknown, 1)
+    assert_one_line_failure(unknown, 2)  # a wrong argument, found out by asking the server
     assert "no_such_model" in unknown.stderr and reference_server.stats.image_uploads == uploads
     assert not out.exists()
 

@@ -60,19 +60,20 @@ def read_csv(path):
 def test_report_columns_rows_and_failed_cases(tmp_path):
     report = Report(NAMES, with_dice=True)
     report.add(CaseRow("case_01", OK, 12.3456, {"liver": 2.5, "spleen": 0.075, "left kidney": 0.0},
-                       {"liver": 0.8, "spleen": None, "left kidney": 0.0}, input_stamp="0123456789abcdef"))
+                       {"liver": 0.8, "spleen": None, "left kidney": 0.0}, input_stamp="0123456789abcdef",
+                       model="organs", input="/data/case_01.nii.gz"))
     report.add(CaseRow("case_02", FAILED, 0.5, message="The server answered 503:\nthe target is restarting."))
     path = report.write(tmp_path / "out" / "report.csv")
 
     rows = read_csv(path)
     assert rows[0] == ["case", "status", "seconds", "liver_ml", "spleen_ml", "left_kidney_ml",
-                       "dice_liver", "dice_spleen", "dice_left_kidney", "message", "input_stamp"]
+                       "dice_liver", "dice_spleen", "dice_left_kidney", "message", "model", "input", "input_stamp"]
     assert rows[1] == ["case_01", "ok", "12.35", "2.500", "0.075", "0.000", "0.8000", "", "0.0000", "",
-                       "0123456789abcdef"]
+                       "organs", "/data/case_01.nii.gz", "0123456789abcdef"]
     assert rows[2] == ["case_02", "failed", "0.50", "", "", "", "", "", "",
-                       "The server answered 503: the target is restarting.", ""]
+                       "The server answered 503: the target is restarting.", "", "", ""]
     assert Report(NAMES).columns == ["case", "status", "seconds", "liver_ml", "spleen_ml", "left_kidney_ml", "message",
-                                     "input_stamp"]
+                                     "model", "input", "input_stamp"]
 
 
 def test_a_case_run_again_replaces_its_row_and_a_resumed_run_reads_the_rows(tmp_path):
@@ -80,12 +81,17 @@ def test_a_case_run_again_replaces_its_row_and_a_resumed_run_reads_the_rows(tmp_
     report = Report(NAMES)
     report.add(CaseRow("a", FAILED, 1.0, message="Timed out."))
     report.add(CaseRow("b", OK, 2.0, {"liver": 1.0}))
-    report.add(CaseRow("a", OK, 3.0, {"liver": 4.0}, input_stamp="fedcba9876543210"))
+    report.add(CaseRow("a", OK, 3.0, {"liver": 4.0}, input_stamp="fedcba9876543210", model="organs",
+                       input="/data/a.nii.gz"))
     report.write(path)
     assert [row[0] for row in read_csv(path)[1:]] == ["b", "a"]
 
     resumed = Report.read(path, NAMES)
-    assert resumed.finished() == {"a": "fedcba9876543210", "b": ""}  # each finished case with its input's stamp
+    finished = resumed.finished()
+    assert sorted(finished) == ["a", "b"]  # each finished case, with what it was segmented from
+    assert (finished["a"].input_stamp, finished["a"].model, finished["a"].input) == \
+        ("fedcba9876543210", "organs", "/data/a.nii.gz")
+    assert (finished["b"].input_stamp, finished["b"].model, finished["b"].input) == ("", "", "")
     assert resumed.rows[1].volumes_ml["liver"] == 4.0 and resumed.rows[1].seconds == 3.0
     assert Report.read(tmp_path / "none.csv", NAMES).rows == []
 

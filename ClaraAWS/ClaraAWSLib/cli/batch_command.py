@@ -199,11 +199,13 @@ def _stop(sentence: str, display) -> None:
     """
     from ..core.native_stderr import native_stderr_restored
     from ..datasets.batch import busy_workers
+    from ..datasets.inputs import remove_downloads
 
     with native_stderr_restored():
         display.close()
         print(sentence, file=sys.stderr, flush=True)
         if busy_workers():
+            remove_downloads()  # os._exit runs no cleanup, and downloaded DICOM slices name patients
             sys.stdout.flush()
             os._exit(130)
 
@@ -216,11 +218,13 @@ def run(args: argparse.Namespace, connect: Callable) -> int:
     outdir = Path(args.out)
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"OUTDIR {outdir} is a file; give a folder for the label images and report.csv.")
+    _refuse_input_folder(args.inputs, outdir)
     truth = Path(args.truth) if args.truth else None
     if truth is not None and not truth.is_dir():
         raise InputError(f"--truth {truth} is not a folder of <case>.nii.gz reference labels.")
     say = lambda text: print(text, file=sys.stderr)  # noqa: E731
-    display = BatchProgress(sys.stderr, tty=sys.stderr.isatty(), columns=shutil.get_terminal_size().columns)
+    stream = _own_stderr()
+    display = BatchProgress(stream, tty=stream.isatty(), columns=shutil.get_terminal_size().columns)
     report = None
     with _interrupts():
         try:
@@ -232,6 +236,8 @@ def run(args: argparse.Namespace, connect: Callable) -> int:
                 settings = BatchSettings(outdir=outdir, label_names=labels, model_name=args.model,
                                          output_format=args.format, truth_dir=truth, workers=jobs,
                                          attempts=args.retries + 1, resume=not args.no_resume)
+                if isinstance(cases, list):
+                    _refuse_outputs_over_inputs(cases, settings)
                 report = run_batch(listed_ahead(cases, display), segment, settings, progress=display.finished,
                                    skipped=display.skipped)
             finally:
@@ -240,5 +246,54 @@ def run(args: argparse.Namespace, connect: Callable) -> int:
         except KeyboardInterrupt as interrupt:
             _stop(interrupted_text(getattr(interrupt, "report", None), display.total, outdir), display)
             return 130
+        finally:
+            if stream is not sys.stderr:
+                stream.close()
     say(f"{summary(report)} Report: {outdir / 'report.csv'}")
-    return 0 if all(row.status == "ok" for row in report.rows) else 1
+    if args.format == "dicom-seg":
+        _say_nifti_cases(report, outdir, say)
+    return 0 if all(row.status == "ok" for row in report.rows_this_run) else 1
+
+
+def _own_stderr():
+    """Standard error on a file descriptor of its own for the progress lines: a worker's ITK call points file
+    descriptor 2 at a sink for a moment (core.native_stderr), and a line written to it then would vanish."""
+    try:
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
+                         errors="replace")
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test capturing, an embedding program)
+        return sys.stderr
+
+
+def _refuse_input_folder(inputs, outdir: Path) -> None:
+    """OUTDIR must not be an INPUT folder: the label images would land among the images, replace those
+    named like a case, and be taken for images by the next run."""
+    from ..core.errors import InputError
+
+    for spec in inputs:
+        folder = Path(spec)
+        if spec.lower().startswith("s3://") or not folder.is_dir() or not outdir.is_dir():
+            continue
+        if os.path.samefile(folder, outdir):
+            raise InputError(f"OUTDIR {outdir} is the INPUT folder {spec}: the label images would be written among "
+                             f"the images; give -o another folder, e.g. {outdir.resolve().name}-labels.")
+
+
+def _refuse_outputs_over_inputs(cases, settings) -> None:
+    from ..core.errors import InputError
+    from ..datasets.batch import output_path, writes_over_input
+
+    for case in cases:
+        path = output_path(case, settings)
+        if writes_over_input(case, path):
+            raise InputError(f"The output of case {case.case_id} would be {path}, which is that case's INPUT image; "
+                             "give -o a folder that holds no INPUT.")
+
+
+def _say_nifti_cases(report, outdir: Path, say: Callable[[str], None]) -> None:
+    nifti = [row.case for row in report.rows_this_run
+             if row.status == "ok" and not (outdir / f"{row.case}.dcm").is_file()]
+    if nifti:
+        count = f"{len(nifti)} case{'s' if len(nifti) != 1 else ''}"
+        say(f"clara-aws: {count} ({', '.join(nifti[:3])}{', ...' if len(nifti) > 3 else ''}) came from image files, "
+            "not DICOM series, so their labels are NIfTI files: a DICOM Segmentation needs the series it refers to.")

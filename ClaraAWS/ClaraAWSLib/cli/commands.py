@@ -20,8 +20,15 @@ from .options import shared_options
 COMMAND_GROUPS = (segment_commands, loop_commands, batch_command, local_commands, aws_commands, service_command)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line, as every other failure is; the whole usage is one ``--help`` away."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help').\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="clara-aws",
         description="AI-assisted segmentation with NVIDIA Clara AIAA and MONAI Label servers (on AWS or local).",
     )

@@ -56,6 +56,10 @@ class NotFoundError(ServerError):
     """HTTP 404: wrong URL, wrong path prefix, or unknown model."""
 
 
+class UnknownModelError(NotFoundError, InputError):
+    """The server has no model of the name given: a wrong argument (exit code 2), found out by asking the server."""
+
+
 class PayloadTooLargeError(ServerError):
     """HTTP 413: a proxy in front of the server limits the request body size."""
 

@@ -15,19 +15,21 @@ renamed into place whole), and :class:`BatchInterrupted` carries the report of w
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import random as _random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
+from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple, TypeVar
 
 from ..core.errors import (
     ClaraError,
     GatewayTimeoutError,
     GeometryError,
     InputError,
+    OutputError,
     ServerUnavailableError,
     ServerUnreachableError,
 )
@@ -140,10 +142,22 @@ class WriteGate:
             self._condition.wait_for(lambda: self._writers == 0, timeout)
 
 
+def writes_over_input(case: Case, path: Path) -> bool:
+    if case.path is None or not path.exists():
+        return False
+    try:
+        return os.path.samefile(path, case.path)
+    except OSError:
+        return False
+
+
 def _write(case: Case, labels: Volume, settings: BatchSettings, series) -> Path:
     from ..core.volume_files import write_image_file
 
     path = output_path(case, settings)
+    if writes_over_input(case, path):
+        raise OutputError(f"The output {path} of case {case.case_id} is its input image; nothing was written: give "
+                          "-o a folder that holds no INPUT.")
     if path.suffix == ".dcm":
         from .dicom_seg import write_dicom_seg
 
@@ -152,21 +166,50 @@ def _write(case: Case, labels: Volume, settings: BatchSettings, series) -> Path:
     return path
 
 
-def _truth(case: Case, settings: BatchSettings) -> Optional[Volume]:
+def _dice(labels: Volume, case: Case, settings: BatchSettings) -> Tuple[Optional[Dict[str, Optional[float]]], str]:
+    """(Dice per label, a note) against ``--truth``'s ``<case id>.nii.gz`` where there is one. A truth file that
+    cannot be compared leaves the scores empty and the note says why: the segmentation itself succeeded."""
     from ..core.volume_files import read_image_file
 
     if settings.truth_dir is None:
-        return None
+        return None, ""
     path = settings.truth_dir / f"{case.case_id}.nii.gz"
-    return read_image_file(path) if path.is_file() else None
+    if not path.is_file():
+        return None, ""
+    try:
+        return dice_scores(labels, read_image_file(path), settings.label_names), ""
+    except ClaraError as error:
+        return None, f"No Dice: {error}"
+
+
+def _done_earlier(case: Case, row: Optional[CaseRow], settings: BatchSettings) -> Optional[CaseRow]:
+    """The report row of a case an earlier run finished from this very input and model, its Dice computed
+    now against ``--truth``; None when the case must be sent (again)."""
+    if row is None or not output_path(case, settings).is_file():
+        return None
+    # "": a report of an older version, which recorded no model and no input
+    if row.input_stamp not in ("", case.input_stamp()) or row.model not in ("", settings.model_name) \
+            or row.input not in ("", case.input_name):
+        return None
+    if settings.truth_dir is None:
+        return row
+    if output_path(case, settings).suffix == ".dcm":
+        return row if row.dice is not None or not (settings.truth_dir / f"{case.case_id}.nii.gz").is_file() else None
+    from ..core.volume_files import read_image_file
+
+    try:
+        labels = read_image_file(output_path(case, settings))
+    except ClaraError:
+        return None  # an output damaged since: segment the case again
+    dice, note = _dice(labels, case, settings)
+    return replace(row, dice=dice, message=note)
 
 
 def _failed_row(case: Case, error: Exception, seconds: float) -> CaseRow:
-    if isinstance(error, ClaraError):
-        return CaseRow(case.case_id, FAILED, seconds, message=str(error))
     # A bug must not cost the other cases; the row says what kind it was.
-    return CaseRow(case.case_id, FAILED, seconds,
-                   message=f"An unexpected {type(error).__name__} stopped this case; run it again with --debug.")
+    message = str(error) if isinstance(error, ClaraError) else \
+        f"An unexpected {type(error).__name__} stopped this case; run it again with --debug."
+    return CaseRow(case.case_id, FAILED, seconds, message=message, input=case.input_name)
 
 
 def process_case(case: Case, segment: Callable[[Volume], Volume], settings: BatchSettings, *,
@@ -199,10 +242,10 @@ def process_case(case: Case, segment: Callable[[Volume], Volume], settings: Batc
                 return None
             try:
                 _write(case, labels, settings, series)
-                truth = _truth(case, settings)
-                dice = dice_scores(labels, truth, settings.label_names) if truth is not None else None
+                dice, note = _dice(labels, case, settings)
                 row = CaseRow(case.case_id, OK, clock() - started, label_volumes_ml(labels, settings.label_names),
-                              dice, input_stamp=stamp)
+                              dice, message=note, input_stamp=stamp, model=settings.model_name,
+                              input=case.input_name)
             except Exception as error:
                 row = _failed_row(case, error, clock() - started)
             if deliver is not None:
@@ -277,8 +320,13 @@ def run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], settin
     report = Report.read(report_path, settings.label_names, with_dice=with_dice) if settings.resume else \
         Report(settings.label_names, with_dice=with_dice)
     finished = report.finished()
+    report.this_run = set()
+
+    unsaved = False
 
     def finish(row: CaseRow) -> None:
+        nonlocal unsaved
+        unsaved = False
         report.add(row)
         report.write(report_path)
         if progress is not None:
@@ -289,8 +337,12 @@ def run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], settin
         case, segment, settings, sleep=sleep, clock=clock, random=random, gate=gate, deliver=deliver))
     try:
         for case in cases:
-            if case.case_id in finished and output_path(case, settings).is_file() and \
-                    finished[case.case_id] in ("", case.input_stamp()):  # "": a report of an older version
+            report.this_run.add(case.case_id)
+            earlier = _done_earlier(case, finished.get(case.case_id), settings)
+            if earlier is not None:
+                if earlier != finished[case.case_id]:  # its Dice, now that --truth is given
+                    report.add(earlier)
+                    unsaved = True
                 if skipped is not None:
                     skipped(case)
                 continue  # done by an earlier run
@@ -312,12 +364,14 @@ def run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], settin
         raise
     finally:
         workers.close()
-    if not report_path.exists():
-        report.write(report_path)  # an empty batch still leaves its (header-only) report
+    if unsaved or not report_path.exists():  # an empty batch still leaves its (header-only) report
+        report.write(report_path)
     return report
 
 
 def summary(report: Report) -> str:
-    ok = sum(1 for row in report.rows if row.status == OK)
-    failed = len(report.rows) - ok
+    """What happened to this run's cases (rows kept from earlier runs of other inputs are not counted)."""
+    rows = report.rows_this_run
+    ok = sum(1 for row in rows if row.status == OK)
+    failed = len(rows) - ok
     return f"{ok} case{'s' if ok != 1 else ''} segmented, {failed} failed."

@@ -20,10 +20,12 @@ import contextlib
 import hashlib
 import json
 import re
+import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from ..core.errors import InputError
 from ..core.geometry import Volume
@@ -50,10 +52,21 @@ def case_id_of(name: str) -> str:
 
 
 class CaseIds:
-    """Hands out unique case ids: the first ``x`` stays ``x``, later ones become ``x_2``, ``x_3``..."""
+    """Hands out unique case ids: the first ``x`` stays ``x``, later ones become ``x_2``, ``x_3``...
+
+    It also remembers each input it named, so an input reached twice (a folder and a file in it, two
+    overlapping prefixes) is one case, not two that send the same volume."""
 
     def __init__(self) -> None:
         self._used: set = set()
+        self._inputs: set = set()
+
+    def first_time(self, input_name: str) -> bool:
+        """False when ``input_name`` (a Case's ``input_name``) already has a case in this batch."""
+        if input_name in self._inputs:
+            return False
+        self._inputs.add(input_name)
+        return True
 
     def claim(self, wanted: str) -> str:
         candidate, n = wanted, 1
@@ -79,6 +92,12 @@ class Case:
     s3_version: str = ""
     #: The object keys of an S3 DICOM folder.
     keys: Tuple[str, ...] = ()
+
+    @property
+    def input_name(self) -> str:
+        """The input for report.csv: the s3:// URL, or the absolute path of the file (of the folder and the
+        series' UID for a DICOM series: a folder may hold several)."""
+        return input_name(self.kind, self.source, self.series.series_uid if self.series is not None else None)
 
     def input_stamp(self) -> str:
         """A short digest of what says whether the input changed since an earlier run: size and modification
@@ -118,6 +137,13 @@ class Case:
             yield read_series(series), series
 
 
+def input_name(kind: str, source: str, series_uid: Optional[str] = None) -> str:
+    if kind.startswith("s3"):
+        return source
+    name = str(Path(source).resolve())
+    return f"{name} (series {series_uid})" if kind == "dicom" and series_uid else name
+
+
 def _hidden_or_excluded(path: Path, root: Path, excluded: set) -> bool:
     parts = path.relative_to(root).parts
     return any(part.startswith(".") for part in parts) or any(
@@ -128,10 +154,15 @@ def _folder_cases(root: Path, exclude: Iterable[Path], ids: CaseIds) -> Iterator
     excluded = {Path(p).resolve() for p in exclude}
     images = sorted(p for p in root.rglob("*") if p.is_file() and image_suffix(p.name)
                     and not _hidden_or_excluded(p, root, excluded))
+    series_found = find_series(root, exclude=exclude)
+    if not images and not series_found:
+        raise InputError(f"The folder {root} holds no image files ({', '.join(IMAGE_SUFFIXES)}) and no DICOM series.")
     for path in images:
-        yield Case(ids.claim(case_id_of(path.name)), "image", str(path), path=path)
-    for series in find_series(root, exclude=exclude):
-        yield Case(ids.claim(case_id_of(series.case_id)), "dicom", str(series.folder), series=series)
+        if ids.first_time(input_name("image", str(path))):
+            yield Case(ids.claim(case_id_of(path.name)), "image", str(path), path=path)
+    for series in series_found:
+        if ids.first_time(input_name("dicom", str(series.folder), series.series_uid)):
+            yield Case(ids.claim(case_id_of(series.case_id)), "dicom", str(series.folder), series=series)
 
 
 def _msd_cases(path: Path, ids: CaseIds) -> Iterator[Case]:
@@ -150,6 +181,8 @@ def _msd_cases(path: Path, ids: CaseIds) -> Iterator[Case]:
         if not isinstance(relative, str) or not relative.strip():
             raise InputError(f"{path} lists a test entry that is not an image path: {str(entry)[:60]}.")
         image = (path.parent / relative).resolve()
+        if not ids.first_time(input_name("image", str(image))):
+            continue
         yield Case(ids.claim(case_id_of(image.name)), "image", str(image), path=image)
 
 
@@ -194,6 +227,7 @@ class S3Source:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix, PaginationConfig=config)
         folders = _DicomFolders()
+        self._found_any = False  # an image object or a DICOM folder, whether or not another INPUT had it
         try:
             for page in pages:  # the next page is asked for only when this one's cases are done
                 for item in page.get("Contents") or ():
@@ -205,6 +239,9 @@ class S3Source:
                     if not name or name.startswith("."):
                         continue
                     if image_suffix(name):
+                        self._found_any = True
+                        if not ids.first_time(f"s3://{self.bucket}/{key}"):
+                            continue
                         yield Case(ids.claim(case_id_of(name)), "s3", f"s3://{self.bucket}/{key}",
                                    bucket_key=(self.bucket, key), s3=self, s3_version=version)
                     elif name.lower().endswith(DICOM_SUFFIXES) or "." not in name:
@@ -213,13 +250,20 @@ class S3Source:
                 yield from self._dicom_case(folder, entries, ids)
         except (BotoCoreError, ClientError) as error:
             raise self._failure(error, "list") from None
+        if not self._found_any:
+            raise InputError(f"s3://{self.bucket}/{self.prefix} holds no image objects ({', '.join(IMAGE_SUFFIXES)}) "
+                             "and no DICOM series; check the prefix (S3 matches it letter for letter, capitals included).")
 
     def _dicom_case(self, folder: str, entries: List[Tuple[str, str]], ids: CaseIds) -> Iterator[Case]:
         keys = tuple(key for key, _ in entries)
         if not any(key.lower().endswith(DICOM_SUFFIXES) for key in keys) and not self._is_dicom(keys[0]):
             return  # files without a suffix that are not DICOM (a README, a LICENSE): no case
+        self._found_any = True
         name = folder.rsplit("/", 1)[-1] or self.bucket
-        yield Case(ids.claim(case_id_of(name)), "s3-dicom", f"s3://{self.bucket}/{folder + '/' if folder else ''}",
+        source = f"s3://{self.bucket}/{folder + '/' if folder else ''}"
+        if not ids.first_time(source):
+            return
+        yield Case(ids.claim(case_id_of(name)), "s3-dicom", source,
                    bucket_key=(self.bucket, folder), s3=self, keys=keys,
                    s3_version="|".join(version for _, version in entries))
 
@@ -237,7 +281,7 @@ class S3Source:
         block runs; InputError naming the S3 folder when it holds none or several."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        with tempfile.TemporaryDirectory(prefix="clara-aws-s3-") as folder:
+        with download_folder() as folder:
             try:
                 for number, key in enumerate(keys, start=1):
                     body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
@@ -269,7 +313,7 @@ class S3Source:
 
         bucket, key = bucket_key
         # A generated file name: the key (which may name a patient) goes nowhere but to S3.
-        with tempfile.TemporaryDirectory(prefix="clara-aws-s3-") as folder:
+        with download_folder() as folder:
             local = Path(folder) / f"case{image_suffix(key)}"
             try:
                 body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
@@ -286,6 +330,38 @@ class S3Source:
             except InputError as error:  # name the object, not the temporary file
                 raise InputError(str(error).replace(str(local), source).replace(local.name, source),
                                  details=error.details) from None
+
+
+_downloads_lock = threading.Lock()
+_downloads: Set[str] = set()
+_downloads_removed = False
+
+
+@contextlib.contextmanager
+def download_folder() -> Iterator[str]:
+    """A temporary folder for downloaded objects while the block runs, known to :func:`remove_downloads`."""
+    with _downloads_lock:
+        if _downloads_removed:
+            raise InputError("The batch is stopping, so no more objects are downloaded.")
+        folder = tempfile.mkdtemp(prefix="clara-aws-s3-")
+        _downloads.add(folder)
+    try:
+        yield folder
+    finally:
+        with _downloads_lock:
+            _downloads.discard(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_downloads() -> None:
+    """Delete every download folder now, and refuse new ones: a batch stopped at once ends the process with
+    os._exit, which runs no ``finally``, and downloaded DICOM slices carry patient data."""
+    global _downloads_removed
+    with _downloads_lock:
+        _downloads_removed = True
+        folders = list(_downloads)
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class _DicomFolders:
@@ -323,12 +399,7 @@ def expand_inputs(spec: str, *, exclude: Iterable[Path] = (), s3_client: Any = N
     if not path.exists():
         raise InputError(f"INPUT {path} does not exist; give an image file, a folder, a dataset.json or s3://BUCKET/PREFIX/.")
     if path.is_dir():
-        count = 0
-        for case in _folder_cases(path, exclude, ids):
-            count += 1
-            yield case
-        if count == 0:
-            raise InputError(f"The folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)}) and no DICOM series.")
+        yield from _folder_cases(path, exclude, ids)
         return
     if path.suffix.lower() == ".json":
         yield from _msd_cases(path, ids)
@@ -336,7 +407,8 @@ def expand_inputs(spec: str, *, exclude: Iterable[Path] = (), s3_client: Any = N
     if not image_suffix(path.name):
         raise InputError(f"INPUT {path.name} is not an image file ({', '.join(IMAGE_SUFFIXES)}), a folder, a "
                          "dataset.json or s3://BUCKET/PREFIX/.")
-    yield Case(ids.claim(case_id_of(path.name)), "image", str(path), path=path)
+    if ids.first_time(input_name("image", str(path))):
+        yield Case(ids.claim(case_id_of(path.name)), "image", str(path), path=path)
 
 
 __all__ = ["Case", "CaseIds", "IMAGE_SUFFIXES", "S3Source", "case_id_of", "expand_inputs", "image_suffix"]

@@ -2,7 +2,8 @@
 
 Columns: ``case``, ``status`` (``ok``/``failed``), ``seconds``, one ``<label>_ml`` per model label
 (voxel count x voxel volume / 1000), with ``--truth`` one ``dice_<label>`` per label, and ``message``
-(one sentence for a failed case). Labels are matched by value (v is ``label_names[v-1]``), in the
+(one sentence for a failed case, or a note on an ok one), then what a rerun needs to tell whether a case is
+still done: ``model``, ``input`` (the file's absolute path or the s3:// URL) and ``input_stamp``. Labels are matched by value (v is ``label_names[v-1]``), in the
 result and in the truth alike. Each write replaces the file in one rename, so a reader (or a crash)
 never sees half a report, and a resumed run reads the rows already there.
 """
@@ -69,6 +70,9 @@ class CaseRow:
     message: str = ""
     #: The input's ``Case.input_stamp()`` when the case was read: a rerun sends the case again if it differs.
     input_stamp: str = ""
+    #: The model that segmented it and the input it came from: a rerun with another sends the case again.
+    model: str = ""
+    input: str = ""
 
 
 class Report:
@@ -78,6 +82,9 @@ class Report:
         self.label_names = list(label_names)
         self.with_dice = with_dice
         self._rows: Dict[str, CaseRow] = {}
+        #: The cases of the run writing this report; rows of other cases stay from earlier runs into the same
+        #: folder but say nothing about this one (None: every row is this run's).
+        self.this_run: Optional[set] = None
         columns = [column_label(name) for name in self.label_names]
         if len(set(columns)) != len(columns):
             raise InputError(f"The model's labels {self.label_names} give the same report column twice; "
@@ -87,11 +94,16 @@ class Report:
     def columns(self) -> List[str]:
         names = [column_label(name) for name in self.label_names]
         dice = [f"dice_{name}" for name in names] if self.with_dice else []
-        return ["case", "status", "seconds", *[f"{name}_ml" for name in names], *dice, "message", "input_stamp"]
+        return ["case", "status", "seconds", *[f"{name}_ml" for name in names], *dice, "message", "model", "input",
+                "input_stamp"]
 
     @property
     def rows(self) -> List[CaseRow]:
         return list(self._rows.values())
+
+    @property
+    def rows_this_run(self) -> List[CaseRow]:
+        return [row for row in self._rows.values() if self.this_run is None or row.case in self.this_run]
 
     def add(self, row: CaseRow) -> None:
         if row.status not in (OK, FAILED):
@@ -99,9 +111,9 @@ class Report:
         self._rows.pop(row.case, None)
         self._rows[row.case] = row
 
-    def finished(self) -> Dict[str, str]:
-        """Cases already segmented (status ok) with the input stamp they were segmented from."""
-        return {case: row.input_stamp for case, row in self._rows.items() if row.status == OK}
+    def finished(self) -> Dict[str, CaseRow]:
+        """Rows of the cases already segmented (status ok), by case."""
+        return {case: row for case, row in self._rows.items() if row.status == OK}
 
     def _cells(self, row: CaseRow) -> List[str]:
         def number(value: Optional[float], digits: int) -> str:
@@ -111,7 +123,8 @@ class Report:
         dice = []
         if self.with_dice:
             dice = [number((row.dice or {}).get(name), 4) if row.status == OK else "" for name in self.label_names]
-        return [row.case, row.status, number(row.seconds, 2), *volumes, *dice, one_line(row.message), row.input_stamp]
+        return [row.case, row.status, number(row.seconds, 2), *volumes, *dice, one_line(row.message), row.model,
+                row.input, row.input_stamp]
 
     def write(self, path: Union[str, Path]) -> Path:
         """Replace ``path`` with the current rows in one rename; OutputError (the old file kept) otherwise."""
@@ -160,4 +173,6 @@ def _row_from(record: Dict[str, str], label_names: Iterable[str]) -> CaseRow:
         dice=dice if any(v is not None for v in dice.values()) else None,
         message=record.get("message", ""),
         input_stamp=record.get("input_stamp") or "",
+        model=record.get("model") or "",
+        input=record.get("input") or "",
     )

@@ -16,7 +16,14 @@ import requests
 
 from ...core.compression import BackgroundEncode, choose_level, machine_speeds
 from ...core.crop import BodyCrop, body_box, crop_volume
-from ...core.errors import CancelledError, InputError, MalformedResponseError, NotFoundError, SessionExpiredError
+from ...core.errors import (
+    CancelledError,
+    InputError,
+    MalformedResponseError,
+    NotFoundError,
+    SessionExpiredError,
+    UnknownModelError,
+)
 from ...core.geometry import Volume
 from ...core.imageio import EncodedImage, read_image_file, result_byte_limit
 from ...core.multipart import CancelToken, MultipartBody, ProgressCallback
@@ -115,11 +122,17 @@ class AIAAClient:
         return [_normalise_model(m) for m in answer]
 
     def model(self, name: str) -> Dict[str, Any]:
-        answer = self.transport.json(self.transport.request("GET", "/v1/models", params={"model": name}, what=f"model '{name}'"), "/v1/models")
+        try:
+            answer = self.transport.json(self.transport.request("GET", "/v1/models", params={"model": name},
+                                                                what=f"model '{name}'"), "/v1/models")
+        except NotFoundError as error:
+            # AIAA answers an unknown model 404, as it would a wrong address: the model list tells them apart.
+            self.models()
+            raise UnknownModelError(str(error), status=error.status, details=error.details) from None
         if isinstance(answer, list) and len(answer) == 1:
             answer = answer[0]
         if not isinstance(answer, dict) or "name" not in answer:
-            raise NotFoundError(f"The server has no model named '{name}'; list the models to see what it offers.")
+            raise UnknownModelError(f"The server has no model named '{name}'; list the models to see what it offers.")
         return _normalise_model(answer)
 
     # --- work calls ----------------------------------------------------------------------

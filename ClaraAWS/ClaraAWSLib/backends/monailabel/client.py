@@ -24,6 +24,7 @@ from ...core.errors import (
     ServerError,
     ServerUnreachableError,
     SessionExpiredError,
+    UnknownModelError,
 )
 from ...core.imageio import result_byte_limit
 from ...core.multipart import CancelToken, FilePart, MultipartBody, ProgressCallback
@@ -126,7 +127,7 @@ class MONAILabelClient(ActiveLearningCalls):
         for model in self.models():
             if model["name"] == name:
                 return model
-        raise NotFoundError(f"The server has no model named '{name}'; list the models to see what it offers.")
+        raise UnknownModelError(f"The server has no model named '{name}'; list the models to see what it offers.")
 
     def trainers(self) -> Dict[str, Dict[str, Any]]:
         """Trainer name -> {description, config, label_values}."""
