@@ -13,7 +13,7 @@ from conftest import rotation
 
 from ClaraAWSLib.core.errors import InputError
 from ClaraAWSLib.core.geometry import ImageGrid, Volume
-from ClaraAWSLib.datasets.inputs import CaseIds, case_id_of, expand_inputs
+from ClaraAWSLib.datasets.inputs import CaseIds, SeveralSeries, case_id_of, expand_inputs
 
 GRID = ImageGrid((10, 8, 6), (0.9, 1.3, 2.7), (-10.5, 5.25, -30.0), rotation(12, -7, 25))
 
@@ -236,7 +236,9 @@ def dicom_bucket(moto_endpoint, aws_env, tmp_path):
 
 
 def test_s3_dicom_folders_are_series_read_like_their_local_copies(dicom_bucket, tmp_path, monkeypatch):
-    from ClaraAWSLib.datasets.dicom_series import read_dicom_folder
+    import pydicom
+
+    from ClaraAWSLib.datasets.dicom_series import find_series, read_dicom_folder, read_series
 
     s3, local = dicom_bucket
     temporary = tmp_path / "tmp"
@@ -256,10 +258,17 @@ def test_s3_dicom_folders_are_series_read_like_their_local_copies(dicom_bucket, 
     for folder, source in (("a", "s3://hospital/dicom/Doe Jane/ct/"), ("b", "s3://hospital/dicom/Roe Rick/ct/")):
         assert same(by_source[source].load(), read_dicom_folder(local / folder))
     assert list(temporary.iterdir()) == []
-    with pytest.raises(InputError) as caught:
+    # A folder of two series is one case when listed (its objects are not read then), two once opened: the
+    # first keeps the folder's name, the second takes the next free one, each read like its local copy.
+    with pytest.raises(SeveralSeries) as caught:
         by_source["s3://hospital/dicom/Mixed/"].load()
-    assert str(caught.value) == ("s3://hospital/dicom/Mixed/ holds 2 DICOM series; keep one series per S3 folder "
-                                 "(its case is named after the folder).")
+    split = caught.value.cases
+    assert [c.case_id for c in split] == ["Mixed", "Mixed_2"] and len({c.input_name for c in split}) == 2
+    assert list(temporary.iterdir()) == []
+    local_series = sorted(find_series(local / "two"), key=lambda series: series.files[0].name)
+    by_number = {int(pydicom.dcmread(series.files[0]).SeriesNumber): read_series(series) for series in local_series}
+    assert same(split[0].load(), by_number[1]) and same(split[1].load(), by_number[2])
+    assert sorted(split[0].keys + split[1].keys) == sorted(by_source["s3://hospital/dicom/Mixed/"].keys)
     assert list(temporary.iterdir()) == []
 
     stamp = by_source["s3://hospital/dicom/Doe Jane/ct/"].input_stamp()
@@ -288,6 +297,34 @@ def test_an_s3_series_gets_a_dicom_seg_referencing_its_slices(dicom_bucket, tmp_
     referenced = {item.ReferencedSOPInstanceUID for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert seg.Modality == "SEG" and referenced == sources
     assert int(seg.NumberOfFrames) == int(np.count_nonzero((image(31).array > 100).any(axis=(1, 2))))
+
+
+def test_an_s3_folder_of_two_series_is_two_cases_and_a_rerun_sends_neither(dicom_bucket, tmp_path):
+    import pydicom
+
+    from ClaraAWSLib.datasets.batch import BatchSettings, run_batch
+    from ClaraAWSLib.datasets.dicom_series import find_series, read_series
+
+    s3, local = dicom_bucket
+    sent = []
+
+    def bright(volume):
+        sent.append(volume)
+        return Volume((volume.array > 100).astype(np.uint8), volume.grid)
+
+    settings = BatchSettings(outdir=tmp_path / "out", label_names=["bright"], model_name="m", workers=2)
+    more = []
+    report = run_batch(expand_inputs("s3://hospital/dicom/", s3_client=s3), bright, settings, more_cases=more.append)
+    assert sorted((row.case, row.status) for row in report.rows) == [
+        ("Mixed", "ok"), ("Mixed_2", "ok"), ("ct", "ok"), ("ct_2", "ok"), ("x", "ok")]
+    assert more == [1] and len(sent) == 5
+    for series in find_series(local / "two"):
+        number = int(pydicom.dcmread(series.files[0]).SeriesNumber)
+        volume = read_series(series)
+        written = sitk.ReadImage(str(tmp_path / "out" / f"{'Mixed' if number == 1 else 'Mixed_2'}.nii.gz"))
+        assert np.array_equal(sitk.GetArrayFromImage(written), (volume.array > 100).astype(np.uint8))
+    run_batch(expand_inputs("s3://hospital/dicom/", s3_client=s3), bright, settings)
+    assert len(sent) == 5  # the folder is downloaded again to split it, but neither series is sent
 
 
 def test_a_missing_bucket_is_one_sentence(moto_endpoint, aws_env):

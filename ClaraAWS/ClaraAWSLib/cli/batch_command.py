@@ -239,7 +239,7 @@ def run(args: argparse.Namespace, connect: Callable) -> int:
                 if isinstance(cases, list):
                     _refuse_outputs_over_inputs(cases, settings)
                 report = run_batch(listed_ahead(cases, display), segment, settings, progress=display.finished,
-                                   skipped=display.skipped)
+                                   skipped=display.skipped, more_cases=display.more_cases)
             finally:
                 display.close()
                 close()

@@ -86,11 +86,16 @@ class BatchProgress:
         self.stream, self.tty, self.total, self.columns = stream, tty, total, max(columns, 20)
         self._clock = clock
         self._started = clock()
-        self._done = self._failed = self._skipped = 0
+        self._done = self._failed = self._skipped = self._split_off = 0
         self._bar_shown = False
 
     def counts(self) -> BatchCounts:
-        return BatchCounts(self._done, self._failed, self._skipped, self.total, self._clock() - self._started)
+        total = self.total + self._split_off if self.total is not None else None
+        return BatchCounts(self._done, self._failed, self._skipped, total, self._clock() - self._started)
+
+    def more_cases(self, count: int) -> None:
+        """``count`` cases more than were listed: an S3 folder found to hold several DICOM series."""
+        self._split_off += count
 
     def skipped(self, _case=None) -> None:
         self._skipped += 1

@@ -14,6 +14,7 @@ renamed into place whole), and :class:`BatchInterrupted` carries the report of w
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import queue
@@ -22,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Deque, Dict, Iterable, Iterator, Optional, Sequence, Tuple, TypeVar, Union
 
 from ..core.errors import (
     ClaraError,
@@ -34,7 +35,7 @@ from ..core.errors import (
     ServerUnreachableError,
 )
 from ..core.geometry import Volume
-from .inputs import Case
+from .inputs import Case, SeveralSeries
 from .report import FAILED, OK, CaseRow, Report, dice_scores, label_volumes_ml
 
 REPORT_NAME = "report.csv"
@@ -215,12 +216,13 @@ def _failed_row(case: Case, error: Exception, seconds: float) -> CaseRow:
 def process_case(case: Case, segment: Callable[[Volume], Volume], settings: BatchSettings, *,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                  random: Callable[[], float] = _random.random, gate: Optional[WriteGate] = None,
-                 deliver: Optional[Callable[[CaseRow], None]] = None) -> Optional[CaseRow]:
+                 deliver: Optional[Callable[[Union[CaseRow, SeveralSeries]], None]] = None
+                 ) -> Union[CaseRow, SeveralSeries, None]:
     """One case from input to output file and report row; every failure becomes the row's one sentence.
 
     ``deliver(row)`` runs before the return, for an ok row still inside ``gate``: an interruption then
     finds every output it let through already delivered. None when ``gate`` had stopped before the
-    output was written: the case was abandoned.
+    output was written: the case was abandoned. SeveralSeries when the case turned out to be several.
     """
     started = clock()
     stamp = case.input_stamp()  # before reading: a file replaced meanwhile is sent again by the next run
@@ -232,6 +234,10 @@ def process_case(case: Case, segment: Callable[[Volume], Volume], settings: Batc
                               sleep=sleep, random=random)
             if not labels.grid.matches(volume.grid):
                 raise GeometryError(f"The result of case {case.case_id} is not on its image's grid.")
+        except SeveralSeries as split:
+            if deliver is not None:
+                deliver(split)
+            return split
         except Exception as error:
             row = _failed_row(case, error, clock() - started)
             if deliver is not None:
@@ -273,15 +279,15 @@ class _Workers:
     """``count`` daemon threads running ``work(case)``. Not a ThreadPoolExecutor: its threads are joined
     at exit, so a request in flight would hold an interrupted command for up to its read timeout."""
 
-    def __init__(self, count: int, work: Callable[[Case, Callable[[CaseRow], None]], object]) -> None:
+    def __init__(self, count: int, work: Callable[[Case, Callable[[Union[CaseRow, SeveralSeries]], None]], object]) -> None:
         self._cases: "queue.Queue[Optional[Case]]" = queue.Queue()
-        self.rows: "queue.Queue[CaseRow]" = queue.Queue()
+        self.rows: "queue.Queue[Union[CaseRow, SeveralSeries]]" = queue.Queue()
         self.in_flight = 0
         self._count = count
         for number in range(count):
             threading.Thread(target=self._run, args=(work,), name=f"{WORKER_NAME}-{number + 1}", daemon=True).start()
 
-    def _run(self, work: Callable[[Case, Callable[[CaseRow], None]], object]) -> None:
+    def _run(self, work: Callable[[Case, Callable[[Union[CaseRow, SeveralSeries]], None]], object]) -> None:
         while True:
             case = self._cases.get()
             if case is None:
@@ -292,7 +298,7 @@ class _Workers:
         self.in_flight += 1
         self._cases.put(case)
 
-    def next_row(self) -> CaseRow:
+    def next_row(self) -> Union[CaseRow, SeveralSeries]:
         while True:
             try:
                 row = self.rows.get(timeout=0.25)  # a timed wait: on Windows an untimed one ignores Ctrl-C
@@ -308,12 +314,14 @@ class _Workers:
 
 def run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], settings: BatchSettings, *,
               progress: Optional[Callable[[CaseRow], None]] = None, skipped: Optional[Callable[[Case], None]] = None,
+              more_cases: Optional[Callable[[int], None]] = None,
               sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
               random: Callable[[], float] = _random.random) -> Report:
     """Every case of ``cases`` (consumed lazily, ``workers`` at a time); the report is rewritten after each.
 
-    ``progress(row)`` follows each finished case and ``skipped(case)`` each case an earlier run finished,
-    both in the calling thread. KeyboardInterrupt there becomes :class:`BatchInterrupted`.
+    ``progress(row)`` follows each finished case, ``skipped(case)`` each case an earlier run finished and
+    ``more_cases(n)`` a case that turned out to be n + 1 (an S3 folder of several DICOM series), all in the
+    calling thread. KeyboardInterrupt there becomes :class:`BatchInterrupted`.
     """
     report_path = settings.outdir / REPORT_NAME
     with_dice = settings.truth_dir is not None
@@ -321,22 +329,34 @@ def run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], settin
         Report(settings.label_names, with_dice=with_dice)
     finished = report.finished()
     report.this_run = set()
-
+    listed = iter(cases)
+    split_off: Deque[Case] = collections.deque()  # the cases of an S3 folder of several series, sent first
     unsaved = False
 
-    def finish(row: CaseRow) -> None:
+    def take(result: Union[CaseRow, SeveralSeries]) -> None:
         nonlocal unsaved
+        if isinstance(result, SeveralSeries):
+            split_off.extend(result.cases)
+            if more_cases is not None:
+                more_cases(len(result.cases) - 1)
+            return
         unsaved = False
-        report.add(row)
+        report.add(result)
         report.write(report_path)
         if progress is not None:
-            progress(row)
+            progress(result)
 
     gate = WriteGate()
     workers = _Workers(settings.workers, lambda case, deliver: process_case(
         case, segment, settings, sleep=sleep, clock=clock, random=random, gate=gate, deliver=deliver))
     try:
-        for case in cases:
+        while True:
+            case = split_off.popleft() if split_off else next(listed, None)
+            if case is None:
+                if not workers.in_flight:
+                    break
+                take(workers.next_row())  # it may split into more cases
+                continue
             report.this_run.add(case.case_id)
             earlier = _done_earlier(case, finished.get(case.case_id), settings)
             if earlier is not None:
@@ -347,17 +367,17 @@ def run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], settin
                     skipped(case)
                 continue  # done by an earlier run
             while workers.in_flight >= settings.workers:
-                finish(workers.next_row())
+                take(workers.next_row())
             workers.submit(case)
-        while workers.in_flight:
-            finish(workers.next_row())
     except BaseException as error:  # Ctrl-C, or an INPUT that fails while it is listed
         gate.stop()  # the writes under way finish; the cases still in flight are abandoned
         while True:  # cases that finished meanwhile are done: record them rather than send them again
             try:
-                report.add(workers.rows.get_nowait())
+                result = workers.rows.get_nowait()
             except queue.Empty:
                 break
+            if isinstance(result, CaseRow):
+                report.add(result)
         report.write(report_path)
         if isinstance(error, KeyboardInterrupt):
             raise BatchInterrupted(report) from None

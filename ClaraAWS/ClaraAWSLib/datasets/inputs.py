@@ -9,9 +9,10 @@ Case ids: the file (or object) name without its image extension; for a DICOM ser
 folder, with ``_2``, ``_3``... for further series in one folder. An id already taken in the batch gets
 the next free ``_N`` too, so no two cases write the same ``OUTDIR/<case id>.nii.gz``.
 
-In S3, the DICOM objects of one "folder" (key prefix up to its last ``/``) are one series: S3 lists keys
+In S3, the DICOM objects of one "folder" (key prefix up to its last ``/``) are one case: S3 lists keys
 in order, so a folder is complete at the first key outside it, and its objects are downloaded together
-(under generated names) only when the case is opened.
+(under generated names) only when the case is opened. A folder that turns out then to hold several series
+becomes one case per series (:class:`SeveralSeries`), named as in a local folder.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import re
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
@@ -60,21 +61,24 @@ class CaseIds:
     def __init__(self) -> None:
         self._used: set = set()
         self._inputs: set = set()
+        self._lock = threading.Lock()  # the listing claims ids, and so does a worker splitting an S3 folder
 
     def first_time(self, input_name: str) -> bool:
         """False when ``input_name`` (a Case's ``input_name``) already has a case in this batch."""
-        if input_name in self._inputs:
-            return False
-        self._inputs.add(input_name)
-        return True
+        with self._lock:
+            if input_name in self._inputs:
+                return False
+            self._inputs.add(input_name)
+            return True
 
     def claim(self, wanted: str) -> str:
-        candidate, n = wanted, 1
-        while candidate.lower() in self._used:  # case-insensitive: OUTDIR may be on such a file system
-            n += 1
-            candidate = f"{wanted}_{n}"
-        self._used.add(candidate.lower())
-        return candidate
+        with self._lock:
+            candidate, n = wanted, 1
+            while candidate.lower() in self._used:  # case-insensitive: OUTDIR may be on such a file system
+                n += 1
+                candidate = f"{wanted}_{n}"
+            self._used.add(candidate.lower())
+            return candidate
 
 
 @dataclass(frozen=True)
@@ -92,12 +96,14 @@ class Case:
     s3_version: str = ""
     #: The object keys of an S3 DICOM folder.
     keys: Tuple[str, ...] = ()
+    #: Set for one series of an S3 folder that holds several (see SeveralSeries).
+    series_uid: str = ""
 
     @property
     def input_name(self) -> str:
         """The input for report.csv: the s3:// URL, or the absolute path of the file (of the folder and the
         series' UID for a DICOM series: a folder may hold several)."""
-        return input_name(self.kind, self.source, self.series.series_uid if self.series is not None else None)
+        return input_name(self.kind, self.source, self.series.series_uid if self.series is not None else self.series_uid)
 
     def input_stamp(self) -> str:
         """A short digest of what says whether the input changed since an earlier run: size and modification
@@ -133,15 +139,23 @@ class Case:
         if self.kind != "s3-dicom":
             yield self.load(), self.series
             return
-        with self.s3.downloaded_series(self.bucket_key[0], self.keys, self.case_id, self.source) as series:
+        with self.s3.downloaded_series(self) as series:
             yield read_series(series), series
 
 
+class SeveralSeries(Exception):
+    """An S3 folder turned out, once downloaded, to hold several DICOM series: one case each, ``cases``, in
+    series-number order; the first keeps the folder's case id, the others get ``_2``, ``_3``... A folder is
+    listed without reading its objects, so this is found only when its case is opened."""
+
+    def __init__(self, cases: List["Case"]) -> None:
+        super().__init__(f"{len(cases)} DICOM series")
+        self.cases = cases
+
+
 def input_name(kind: str, source: str, series_uid: Optional[str] = None) -> str:
-    if kind.startswith("s3"):
-        return source
-    name = str(Path(source).resolve())
-    return f"{name} (series {series_uid})" if kind == "dicom" and series_uid else name
+    name = source if kind.startswith("s3") else str(Path(source).resolve())
+    return f"{name} (series {series_uid})" if kind in ("dicom", "s3-dicom") and series_uid else name
 
 
 def _hidden_or_excluded(path: Path, root: Path, excluded: set) -> bool:
@@ -197,6 +211,7 @@ class S3Source:
         self.bucket, self.prefix, self.page_size = bucket, prefix, page_size
         self._options = dict(profile=profile, region=region, endpoint_url=endpoint_url)
         self._client = client
+        self._ids = CaseIds()
 
     @property
     def client(self):
@@ -226,6 +241,7 @@ class S3Source:
         config = {"PageSize": self.page_size} if self.page_size else {}
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix, PaginationConfig=config)
+        self._ids = ids  # a folder found to hold several series claims more ids when it is opened
         folders = _DicomFolders()
         self._found_any = False  # an image object or a DICOM folder, whether or not another INPUT had it
         try:
@@ -276,18 +292,22 @@ class S3Source:
         return head[128:132] == b"DICM"
 
     @contextlib.contextmanager
-    def downloaded_series(self, bucket: str, keys: Tuple[str, ...], case_id: str, source: str) -> Iterator[DicomSeries]:
-        """The one series of an S3 folder, downloaded under generated names to a temporary folder while the
-        block runs; InputError naming the S3 folder when it holds none or several."""
+    def downloaded_series(self, case: Case) -> Iterator[DicomSeries]:
+        """The case's series of an S3 folder, downloaded under generated names to a temporary folder while the
+        block runs; InputError naming the S3 folder when it holds none, SeveralSeries when it holds several."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        bucket, source = case.bucket_key[0], case.source
         with download_folder() as folder:
+            files = {}
             try:
-                for number, key in enumerate(keys, start=1):
+                for number, key in enumerate(case.keys, start=1):
                     body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
-                    with open(Path(folder) / f"slice{number:05d}.dcm", "wb") as stream:
+                    local = Path(folder) / f"slice{number:05d}.dcm"
+                    with open(local, "wb") as stream:
                         for chunk in body.iter_chunks(_CHUNK):
                             stream.write(chunk)
+                    files[local.name] = number - 1
             except (BotoCoreError, ClientError) as error:
                 raise self._failure(error, f"s3://{bucket}/{key}") from None
             except OSError as error:
@@ -297,14 +317,31 @@ class S3Source:
                 found = find_series(folder)
             except InputError as error:
                 raise InputError(str(error).replace(folder, source), details=error.details) from None
-            if len(found) != 1:
-                raise InputError(f"{source} holds {'no' if not found else len(found)} DICOM series; keep one series "
-                                 "per S3 folder (its case is named after the folder).")
-            series = DicomSeries(case_id, Path(folder), found[0].files, found[0].series_uid)
+            if case.series_uid:
+                found = [series for series in found if series.series_uid == case.series_uid]
+                if not found:
+                    raise InputError(f"{source} no longer holds the DICOM series of case {case.case_id}: its objects "
+                                     "changed during the batch; run the batch again.")
+            if not found:
+                raise InputError(f"{source} holds no DICOM series.")
+            if len(found) > 1:
+                raise SeveralSeries(self._one_case_per_series(case, found, files))
+            series = DicomSeries(case.case_id, Path(folder), found[0].files, found[0].series_uid)
             try:
                 yield series
             except InputError as error:  # name the S3 folder, not the temporary one
                 raise InputError(str(error).replace(folder, source.rstrip("/")), details=error.details) from None
+
+    def _one_case_per_series(self, case: Case, found: List[DicomSeries], files: Dict[str, int]) -> List[Case]:
+        versions = case.s3_version.split("|")
+        cases = []
+        for number, series in enumerate(found):
+            indices = sorted(files[Path(f).name] for f in series.files)
+            case_id = case.case_id if number == 0 else self._ids.claim(case.case_id)
+            cases.append(replace(case, case_id=case_id, keys=tuple(case.keys[i] for i in indices),
+                                 s3_version="|".join(versions[i] for i in indices if i < len(versions)),
+                                 series_uid=series.series_uid))
+        return cases
 
     def load(self, bucket_key: Tuple[str, str], source: str) -> Volume:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -411,4 +448,4 @@ def expand_inputs(spec: str, *, exclude: Iterable[Path] = (), s3_client: Any = N
         yield Case(ids.claim(case_id_of(path.name)), "image", str(path), path=path)
 
 
-__all__ = ["Case", "CaseIds", "IMAGE_SUFFIXES", "S3Source", "case_id_of", "expand_inputs", "image_suffix"]
+__all__ = ["Case", "CaseIds", "IMAGE_SUFFIXES", "S3Source", "SeveralSeries", "case_id_of", "expand_inputs", "image_suffix"]
