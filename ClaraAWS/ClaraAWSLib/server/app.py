@@ -10,7 +10,7 @@ from typing import Callable, Dict, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from . import endpoints
-from .bodies import BodyReader, too_large_message
+from .bodies import BodyReader, declared_content_length, too_large_message
 from .endpoints import Request, ServerContext
 from .problems import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ServerProblem
 from .responses import Response, problem_response
@@ -91,12 +91,12 @@ class AIAARequestHandler(BaseHTTPRequestHandler):
         """Refuse an announced oversized body before the client sends it (curl announces large uploads)."""
         limit = self.context.max_upload_bytes
         try:
-            declared = int(self.headers.get("Content-Length", "-1"))
-        except ValueError:
-            declared = -1
-        if limit is not None and declared > limit:
+            declared = declared_content_length(self.headers.get_all("Content-Length"))
+            if limit is not None and declared is not None and declared > limit:
+                raise PayloadTooLarge(too_large_message(declared, limit))
+        except ServerProblem as problem:  # answered before the body, which is never read: the connection closes
             self.context.stats.count_request(urlsplit(self.path).path)
-            problem_response(PayloadTooLarge(too_large_message(declared, limit))).write_to(self, close=True)
+            problem_response(problem).write_to(self, close=True)
             return False
         return super().handle_expect_100()
 
@@ -126,7 +126,7 @@ class AIAARequestHandler(BaseHTTPRequestHandler):
             if not body.finished:
                 # The route did not need the body (a GET with a body, say); skip it to keep the connection usable.
                 body.drain(max_bytes=LINGER_MAX_BYTES, max_seconds=LINGER_MAX_SECONDS)
-            response.write_to(self, head_only=method == "HEAD", close=not body.finished)
+            response.write_to(self, head_only=method == "HEAD", close=not body.finished or self.close_connection)
         except ServerProblem as problem:
             self._remove_temp_files(request)  # before answering, so a client never sees leftovers
             self._answer_problem(problem, body, method)
@@ -145,21 +145,22 @@ class AIAARequestHandler(BaseHTTPRequestHandler):
             request.remove_temp_dir()
 
     def _body_reader(self) -> BodyReader:
-        encoding = (self.headers.get("Transfer-Encoding") or "").strip().lower()
-        raw_length = self.headers.get("Content-Length")
-        chunked = encoding == "chunked"
-        if encoding and not chunked:
+        codings = [coding.strip().lower() for value in self.headers.get_all("Transfer-Encoding") or ()
+                   for coding in value.split(",") if coding.strip()]
+        chunked = codings == ["chunked"]
+        if codings and not chunked:
             self.close_connection = True
-            raise BadRequest(f"Transfer-Encoding {encoding!r} is not supported; send chunked or a Content-Length.")
-        length: Optional[int] = None
-        if raw_length is not None and not chunked:
-            try:
-                length = int(raw_length)
-                if length < 0:
-                    raise ValueError
-            except ValueError:
-                self.close_connection = True
-                raise BadRequest(f"Content-Length {raw_length!r} is not a byte count.") from None
+            raise BadRequest(f"Transfer-Encoding {', '.join(codings)!r} is not supported; send chunked or a Content-Length.")
+        try:
+            length = declared_content_length(self.headers.get_all("Content-Length"))
+        except BadRequest:
+            self.close_connection = True  # the end of the body is unknown: nothing after it can be read as a request
+            raise
+        if chunked and length is not None:
+            # RFC 9112 §6.1: the chunked coding frames the body, and the connection closes after the answer,
+            # since a proxy before this server may have framed it by the Content-Length.
+            self.close_connection = True
+            length = None
         return BodyReader(
             self.rfile,
             content_length=length,

@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import re
 import time
-from typing import BinaryIO, Callable, Optional
+from typing import BinaryIO, Callable, List, Optional
 
 from .problems import BadRequest, PayloadTooLarge
 
 CHUNK_LINE_LIMIT = 4096
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def declared_content_length(values: Optional[List[str]]) -> Optional[int]:
+    """The one body length a request's Content-Length headers declare; None when it has none.
+
+    RFC 9112 §6.3: a value that is not 1*DIGIT (Python's ``int()`` would take "+2", "0_2" or " 2 "), or
+    values that disagree (in one list or in repeated headers), leave the end of the body unknown: that is
+    BadRequest, and the caller must close the connection. Identical values count as one (RFC 9110 §8.6).
+    """
+    if not values:
+        return None
+    elements = [element.strip(" \t") for value in values for element in value.split(",")]
+    shown = ", ".join(values)
+    shown = shown if len(shown) <= 40 else shown[:40] + "..."
+    if not all(_DIGITS.fullmatch(element) for element in elements):
+        raise BadRequest(
+            f"The request's Content-Length {shown!r} is not a byte count, so where its body ends cannot be known "
+            "(RFC 9112 §6.3); send one Content-Length of digits only."
+        )
+    if len({int(element) for element in elements}) > 1:
+        raise BadRequest(
+            f"The request's Content-Length values disagree ({shown!r}), so where its body ends cannot be known "
+            "(RFC 9112 §6.3); send one Content-Length."
+        )
+    return int(elements[0])
 
 
 class BodyReader:

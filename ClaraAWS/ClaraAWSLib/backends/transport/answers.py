@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 from dataclasses import dataclass
@@ -14,7 +15,6 @@ from .addresses import origin_text
 
 
 @dataclass
-@dataclass
 class Answer:
     response: requests.Response
     content: bytes
@@ -26,21 +26,43 @@ class Answer:
 _CONTENT_LENGTH = re.compile(r"[0-9]+")
 
 
-def check_framing(response: requests.Response, url: str) -> None:
-    """Refuse an answer whose Content-Length is not a number (or a list of one number repeated, RFC 9110 §8.6).
+def content_length_value(declared: str) -> Optional[int]:
+    """The length a Content-Length value gives: one number of digits, or a list of one number repeated
+    (RFC 9110 §8.6; urllib3 joins repeated headers into such a list); None for anything else."""
+    values = {value.strip(" \t") for value in declared.split(",")}
+    if len(values) == 1:
+        value = next(iter(values))
+        if _CONTENT_LENGTH.fullmatch(value):
+            return int(value)
+    return None
 
-    RFC 9112 §6.3 makes such framing an unrecoverable error: neither side can know where the answer ends,
+
+def check_framing(response: requests.Response, url: str) -> None:
+    """Refuse an answer whose Content-Length is not a number (or a list of one number repeated, RFC 9110 §8.6),
+    and frame a body announced with such a list by that number.
+
+    RFC 9112 §6.3 makes invalid framing an unrecoverable error: neither side can know where the answer ends,
     so a body read "to the close" may be cut short or hold a smuggled second answer. http.client and urllib3
-    would quietly read to the close instead.
+    would quietly read to the close instead. http.client cannot parse a list ("42, 42") either and reads such
+    a body to the close too: on a kept-alive connection, that is the whole read timeout.
     """
     declared = response.headers.get("Content-Length")
     if declared is None:
         return
-    values = {value.strip() for value in declared.split(",")}
-    if len(values) == 1 and _CONTENT_LENGTH.fullmatch(next(iter(values))):
-        return
-    response.close()
-    raise framing_error(url, declared)
+    length = content_length_value(declared)
+    if length is None:
+        response.close()
+        raise framing_error(url, declared)
+    _frame_by(response, length)
+
+
+def _frame_by(response: requests.Response, length: int) -> None:
+    """Make http.client read exactly ``length`` body bytes when it could not parse the header ("42, 42") and
+    would read to the close; a transfer coding, when there is one, frames the body instead (RFC 9112 §6.3)."""
+    reader = getattr(response.raw, "_fp", None)  # the http.client response under urllib3's
+    if (isinstance(reader, http.client.HTTPResponse) and reader.length is None and not reader.chunked
+            and "Transfer-Encoding" not in response.headers):
+        reader.length = length
 
 
 def framing_error(url: str, declared: str, details: str = "") -> MalformedResponseError:
@@ -55,11 +77,8 @@ def framing_error(url: str, declared: str, details: str = "") -> MalformedRespon
 
 def declared_length(response: requests.Response) -> Optional[int]:
     """The Content-Length a response announces, None when it gives none or nonsense (then the body decides)."""
-    try:
-        length = int(response.headers.get("Content-Length", ""))
-    except ValueError:
-        return None
-    return length if length >= 0 else None
+    declared = response.headers.get("Content-Length")
+    return None if declared is None else content_length_value(declared)
 
 
 def cut_off_json(text: str) -> bool:
