@@ -62,13 +62,23 @@ def add_commands(commands, options) -> None:
 
 def _segmenter(args, connect: Callable, retry: Callable = lambda action: action()):
     """(segment function, model labels, close) on one backend per worker thread; ``retry`` runs the
-    first connection and the model's lookup (a task replacement can answer them 502 as well)."""
+    first connection and the model's lookup (a task replacement can answer them 502 as well).
+
+    The backends keep no cookies: each request is self-contained (one upload and inference, no server-side
+    session), and a sticky load balancer's cookie (``clara-aws service --tasks N`` turns stickiness on for
+    interactive sessions) would keep every worker on the task that answered it first, even after a task
+    joins; without it, the balancer spreads the cases over every task."""
     from ..backends import AUTO_SEGMENT
+    from ..backends.transport.wire import opening_without_cookies
     from ..core.geometry import result_on_grid
     from ..core.nifti import encode_volume
 
+    def open_backend():
+        with opening_without_cookies():
+            return connect(args)
+
     def first_connection():
-        backend = connect(args)
+        backend = open_backend()
         try:
             return backend, backend.check_model_task(backend.model(args.model), AUTO_SEGMENT)
         except BaseException:
@@ -83,7 +93,7 @@ def _segmenter(args, connect: Callable, retry: Callable = lambda action: action(
 
     def client():
         if getattr(local, "client", None) is None:
-            local.client = connect(args)
+            local.client = open_backend()
             with lock:
                 opened.append(local.client)
         return local.client

@@ -2,6 +2,12 @@
 their own origin only, same-origin redirects, an overall deadline and cancel, bounded and streamed bodies,
 chunked uploads with the Content-Length fallback, and what it learnt of each server's uplink.
 
+A session keeps the cookies its server sets, above all a load balancer's stickiness cookie (AWSALB), so that
+an interactive session's clicks reach the task that holds its volume. A backend for self-contained requests
+(``clara-aws batch``: one upload and inference each) keeps none (``keep_cookies=False``, or every transport
+opened inside ``opening_without_cookies()``), so the balancer spreads its requests over every task, a task
+that joins during the run included.
+
 A protocol module (``aiaa.client``, ``monailabel.client``) says what to send and how to read the answer;
 ``HttpTransport.request`` does the rest and turns every failure into the project's typed errors
 (``failures``), one sentence each.
@@ -9,11 +15,14 @@ A protocol module (``aiaa.client``, ``monailabel.client``) says what to send and
 
 from __future__ import annotations
 
+import contextlib
+import http.cookiejar
 import json
+import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Union
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -73,6 +82,40 @@ def server_wire(base_url: str) -> ServerWire:
     """The process-wide record for the server at ``base_url`` (kept across reconnects)."""
     return _wires.setdefault(base_url, ServerWire())
 
+
+
+class RefuseAllCookies(http.cookiejar.DefaultCookiePolicy):
+    """A cookie policy that stores no cookie a server sets and sends none."""
+
+    def set_ok(self, cookie, request) -> bool:
+        return False
+
+    def return_ok(self, cookie, request) -> bool:
+        return False
+
+    def domain_return_ok(self, domain, request) -> bool:
+        return False
+
+
+_opening = threading.local()
+
+
+@contextlib.contextmanager
+def opening_without_cookies() -> Iterator[None]:
+    """Every ``HttpTransport`` this thread opens inside the block keeps no cookies (unless told otherwise):
+    for opening backends through a factory that takes no such option, as ``clara-aws batch`` does."""
+    before = getattr(_opening, "keep_cookies", True)
+    _opening.keep_cookies = False
+    try:
+        yield
+    finally:
+        _opening.keep_cookies = before
+
+
+def keep_no_cookies(session: requests.Session) -> None:
+    """Make ``session`` forget its cookies and refuse every cookie from now on."""
+    session.cookies.set_policy(RefuseAllCookies())
+    session.cookies.clear()
 
 
 def as_encoded_image(image: ImageInput) -> EncodedImage:
@@ -150,10 +193,12 @@ class HttpTransport:
         stream_uploads: bool = True,
         server_kind: str = "AIAA",
         session_expired_status: Optional[int] = None,
+        keep_cookies: Optional[bool] = None,
     ) -> None:
         """``deadline`` bounds each whole request in seconds (None: no bound beyond the timeouts);
         ``stream_uploads`` sends a volume while it is being compressed (chunked; a server that refuses it gets
-        a Content-Length upload from then on)."""
+        a Content-Length upload from then on); ``keep_cookies`` False keeps no cookie a server (or a sticky
+        load balancer) sets, for self-contained requests; None: True, or False inside ``opening_without_cookies``."""
         self.base_url, self._credentials = split_credentials(base_url)
         self.server_kind = server_kind
         self.session_expired_status = session_expired_status
@@ -166,6 +211,11 @@ class HttpTransport:
         self.deadline = None if deadline is None else positive_seconds(deadline, "deadline")
         extra_headers = check_headers(dict(headers or {}))
         self.http = http_session or requests.Session()
+        if keep_cookies is None:
+            keep_cookies = getattr(_opening, "keep_cookies", True)
+        self.keeps_cookies = bool(keep_cookies)
+        if not self.keeps_cookies:
+            keep_no_cookies(self.http)
         adapter = DeadlineAdapter()
         self.http.mount("http://", adapter)
         self.http.mount("https://", adapter)
