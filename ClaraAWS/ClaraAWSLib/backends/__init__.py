@@ -92,6 +92,14 @@ def connect(url: str, *, backend: str = "auto", **options: Any) -> SegmentationB
     return _detect(url, options)
 
 
+def opening_without_cookies():
+    """Backends opened in this thread inside the block keep no cookies (a sticky load balancer's included), for
+    self-contained requests such as a batch's, which should spread over every task (transport.wire)."""
+    from .transport.wire import opening_without_cookies as without_cookies
+
+    return without_cookies()
+
+
 def _aiaa(url: str, options: Mapping[str, Any]) -> SegmentationBackend:
     from .aiaa import AIAABackend
 

@@ -68,8 +68,7 @@ def _segmenter(args, connect: Callable, retry: Callable = lambda action: action(
     session), and a sticky load balancer's cookie (``clara-aws service --tasks N`` turns stickiness on for
     interactive sessions) would keep every worker on the task that answered it first, even after a task
     joins; without it, the balancer spreads the cases over every task."""
-    from ..backends import AUTO_SEGMENT
-    from ..backends.transport.wire import opening_without_cookies
+    from ..backends import AUTO_SEGMENT, opening_without_cookies
     from ..core.geometry import result_on_grid
     from ..core.nifti import encode_volume
 
