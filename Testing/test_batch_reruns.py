@@ -106,7 +106,7 @@ def test_a_truth_file_that_cannot_be_compared_leaves_the_case_ok_with_a_note(tmp
     for case in ("shifted", "garbled"):
         assert table[case]["status"] == "ok" and table[case]["dice_bright"] == ""
         assert float(table[case]["bright_ml"]) > 0 and (tmp_path / "out" / f"{case}.nii.gz").is_file()
-        assert table[case]["message"].startswith("No Dice: ")
+        assert table[case]["message"].startswith(f"No Dice against the truth file {tmp_path / 'truth' / case}.nii.gz: ")
     assert "grid" in table["shifted"]["message"]
     sent, segment = recording()
     run_batch(cases_of(tmp_path / "in"), segment, settings)
@@ -161,7 +161,7 @@ def test_outdir_that_is_an_input_folder_is_refused_before_anything_is_sent(tmp_p
     assert "is the INPUT folder" in capsys.readouterr().err
     # The image named on its own, into its own folder: its output would be the image itself.
     assert batch(reference_server, tmp_path / "scans" / "case0.nii.gz", "-o", tmp_path / "scans") == 2
-    assert "which is that case's INPUT image" in capsys.readouterr().err
+    assert "which is its own INPUT image" in capsys.readouterr().err
     assert (tmp_path / "scans" / "case0.nii.gz").read_bytes() == before
     assert sorted(p.name for p in (tmp_path / "scans").iterdir()) == ["case0.nii.gz"]
     assert reference_server.stats.image_uploads == uploads
@@ -238,3 +238,69 @@ def test_progress_lines_survive_an_itk_call_that_holds_standard_error():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
     assert "kept_case: failed (1.0 s): Broken." in done.stderr and "lost_line" not in done.stderr
+
+
+def test_outdir_holding_another_cases_input_is_refused_in_either_order(tmp_path, reference_server, phantom_small,
+                                                                       capsys):
+    volume = phantom_small.ct
+    write(tmp_path / "other" / "ct.nii.gz", volume.array, volume.grid)
+    write(tmp_path / "out" / "ct.nii.gz", volume.array[::-1].copy(), volume.grid)  # a CT the user keeps in OUTDIR
+    kept = {path: path.read_bytes() for path in (tmp_path / "other" / "ct.nii.gz", tmp_path / "out" / "ct.nii.gz")}
+    uploads = reference_server.stats.image_uploads
+    for inputs in ([tmp_path / "other", tmp_path / "out" / "ct.nii.gz"], [tmp_path / "out" / "ct.nii.gz", tmp_path / "other"]):
+        assert batch(reference_server, *inputs, "-o", tmp_path / "out") == 2
+        assert "INPUT image" in capsys.readouterr().err
+    assert all(path.read_bytes() == data for path, data in kept.items())
+    assert reference_server.stats.image_uploads == uploads
+
+
+def test_files_of_the_user_in_outdir_are_never_replaced(tmp_path, reference_server, phantom_small, capsys):
+    volume = phantom_small.ct
+    write(tmp_path / "scans" / "ct1.nii.gz", volume.array, volume.grid)  # an unrelated CT, no report.csv beside it
+    write(tmp_path / "scans" / "new" / "ct1.nii.gz", volume.array[::-1].copy(), volume.grid)
+    before = (tmp_path / "scans" / "ct1.nii.gz").read_bytes()
+    uploads = reference_server.stats.image_uploads
+    assert batch(reference_server, tmp_path / "scans" / "new", "-o", tmp_path / "scans") == 2
+    assert "does not list as a ClaraAWS output" in capsys.readouterr().err
+    # OUTDIR inside an INPUT folder holding images of its own: the walk leaves it out, so they would go unseen.
+    write(tmp_path / "study" / "a" / "x.nii.gz", volume.array, volume.grid)
+    write(tmp_path / "study" / "b" / "y.nii", volume.array, volume.grid)
+    assert batch(reference_server, tmp_path / "study", "-o", tmp_path / "study" / "b") == 2
+    assert "lies inside the INPUT folder" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "study" / "b").iterdir()] == ["y.nii"]  # nothing written beside it
+    assert (tmp_path / "scans" / "ct1.nii.gz").read_bytes() == before
+    assert reference_server.stats.image_uploads == uploads
+
+
+def test_a_write_onto_a_file_of_the_user_fails_that_case_only(tmp_path):
+    """The same rule while a batch runs (an S3 prefix is listed as it goes, so it cannot be checked first)."""
+    for n in range(2):
+        write(tmp_path / "in" / f"case_{n}.nii.gz", ct(n))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "case_1.nii.gz").write_bytes(b"the user's own file")
+    report = run_batch(cases_of(tmp_path / "in"), recording()[1],
+                       BatchSettings(outdir=tmp_path / "out", label_names=NAMES, model_name="m"))
+    status = {row.case: (row.status, row.message) for row in report.rows}
+    assert status["case_0"] == ("ok", "") and status["case_1"][0] == "failed"
+    assert "would replace a file of yours" in status["case_1"][1]
+    assert (tmp_path / "out" / "case_1.nii.gz").read_bytes() == b"the user's own file"
+
+
+def test_a_rerun_without_truth_keeps_the_dice_of_earlier_runs(tmp_path):
+    write(tmp_path / "in" / "case_0.nii.gz", ct(0))
+    write(tmp_path / "truth" / "case_0.nii.gz", labels_of(Volume(ct(0), GRID)).array)
+    run_batch(cases_of(tmp_path / "in"), recording()[1], BatchSettings(
+        outdir=tmp_path / "out", label_names=NAMES, model_name="m", truth_dir=tmp_path / "truth"))
+    write(tmp_path / "in" / "case_1.nii.gz", ct(1))
+    run_batch(cases_of(tmp_path / "in"), recording()[1], BatchSettings(outdir=tmp_path / "out", label_names=NAMES,
+                                                                      model_name="m"))
+    table = rows(tmp_path / "out")
+    assert float(table["case_0"]["dice_bright"]) == 1.0 and table["case_1"]["dice_bright"] == ""
+
+
+def test_a_folder_an_earlier_batch_wrote_is_not_walked_for_cases(tmp_path):
+    for n in range(2):
+        write(tmp_path / "in" / f"case_{n}.nii.gz", ct(n))
+    run_batch(cases_of(tmp_path / "in"), recording()[1],
+              BatchSettings(outdir=tmp_path / "in" / "seg", label_names=NAMES, model_name="m"))
+    assert sorted(case.case_id for case in cases_of(tmp_path / "in")) == ["case_0", "case_1"]

@@ -221,13 +221,12 @@ def _stop(sentence: str, display) -> None:
 
 def run(args: argparse.Namespace, connect: Callable) -> int:
     from ..core.errors import InputError
-    from ..datasets.batch import BatchSettings, retrying, run_batch, summary
+    from ..datasets.batch import BatchSettings, check_outputs, retrying, run_batch, summary
     from .batch_progress import BatchProgress
 
     outdir = Path(args.out)
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"OUTDIR {outdir} is a file; give a folder for the label images and report.csv.")
-    _refuse_input_folder(args.inputs, outdir)
     truth = Path(args.truth) if args.truth else None
     if truth is not None and not truth.is_dir():
         raise InputError(f"--truth {truth} is not a folder of <case>.nii.gz reference labels.")
@@ -245,8 +244,8 @@ def run(args: argparse.Namespace, connect: Callable) -> int:
                 settings = BatchSettings(outdir=outdir, label_names=labels, model_name=args.model,
                                          output_format=args.format, truth_dir=truth, workers=jobs,
                                          attempts=args.retries + 1, resume=not args.no_resume)
-                if isinstance(cases, list):
-                    _refuse_outputs_over_inputs(cases, settings)
+                check_outputs(cases if isinstance(cases, list) else [], settings,
+                              [Path(spec) for spec in args.inputs if not spec.lower().startswith("s3://")])
                 report = run_batch(listed_ahead(cases, display), segment, settings, progress=display.finished,
                                    skipped=display.skipped, more_cases=display.more_cases)
             finally:
@@ -272,31 +271,6 @@ def _own_stderr():
                          errors="replace")
     except (OSError, ValueError, AttributeError):  # no file descriptor (a test capturing, an embedding program)
         return sys.stderr
-
-
-def _refuse_input_folder(inputs, outdir: Path) -> None:
-    """OUTDIR must not be an INPUT folder: the label images would land among the images, replace those
-    named like a case, and be taken for images by the next run."""
-    from ..core.errors import InputError
-
-    for spec in inputs:
-        folder = Path(spec)
-        if spec.lower().startswith("s3://") or not folder.is_dir() or not outdir.is_dir():
-            continue
-        if os.path.samefile(folder, outdir):
-            raise InputError(f"OUTDIR {outdir} is the INPUT folder {spec}: the label images would be written among "
-                             f"the images; give -o another folder, e.g. {outdir.resolve().name}-labels.")
-
-
-def _refuse_outputs_over_inputs(cases, settings) -> None:
-    from ..core.errors import InputError
-    from ..datasets.batch import output_path, writes_over_input
-
-    for case in cases:
-        path = output_path(case, settings)
-        if writes_over_input(case, path):
-            raise InputError(f"The output of case {case.case_id} would be {path}, which is that case's INPUT image; "
-                             "give -o a folder that holds no INPUT.")
 
 
 def _say_nifti_cases(report, outdir: Path, say: Callable[[str], None]) -> None:

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import queue
 import random as _random
 import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Deque, Dict, Iterable, Iterator, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Callable, Deque, Dict, FrozenSet, Iterable, Iterator, Optional, Sequence, Tuple, TypeVar, Union
 
 from ..core.errors import (
     ClaraError,
@@ -36,6 +35,7 @@ from ..core.errors import (
 )
 from ..core.geometry import Volume
 from .inputs import Case, SeveralSeries
+from .outdir import check_outdir, foreign_files, overwrite_reason
 from .report import FAILED, OK, CaseRow, Report, dice_scores, label_volumes_ml
 
 REPORT_NAME = "report.csv"
@@ -143,22 +143,13 @@ class WriteGate:
             self._condition.wait_for(lambda: self._writers == 0, timeout)
 
 
-def writes_over_input(case: Case, path: Path) -> bool:
-    if case.path is None or not path.exists():
-        return False
-    try:
-        return os.path.samefile(path, case.path)
-    except OSError:
-        return False
-
-
-def _write(case: Case, labels: Volume, settings: BatchSettings, series) -> Path:
+def _write(case: Case, labels: Volume, settings: BatchSettings, series, foreign: FrozenSet[str]) -> Path:
     from ..core.volume_files import write_image_file
 
     path = output_path(case, settings)
-    if writes_over_input(case, path):
-        raise OutputError(f"The output {path} of case {case.case_id} is its input image; nothing was written: give "
-                          "-o a folder that holds no INPUT.")
+    reason = overwrite_reason(case, path, foreign)
+    if reason is not None:
+        raise OutputError(f"{reason}; nothing was written: give -o a folder of its own.")
     if path.suffix == ".dcm":
         from .dicom_seg import write_dicom_seg
 
@@ -180,7 +171,7 @@ def _dice(labels: Volume, case: Case, settings: BatchSettings) -> Tuple[Optional
     try:
         return dice_scores(labels, read_image_file(path), settings.label_names), ""
     except ClaraError as error:
-        return None, f"No Dice: {error}"
+        return None, f"No Dice against the truth file {path}: {error}"
 
 
 def _done_earlier(case: Case, row: Optional[CaseRow], settings: BatchSettings) -> Optional[CaseRow]:
@@ -216,13 +207,14 @@ def _failed_row(case: Case, error: Exception, seconds: float) -> CaseRow:
 def process_case(case: Case, segment: Callable[[Volume], Volume], settings: BatchSettings, *,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                  random: Callable[[], float] = _random.random, gate: Optional[WriteGate] = None,
-                 deliver: Optional[Callable[[Union[CaseRow, SeveralSeries]], None]] = None
-                 ) -> Union[CaseRow, SeveralSeries, None]:
+                 deliver: Optional[Callable[[Union[CaseRow, SeveralSeries]], None]] = None,
+                 foreign: FrozenSet[str] = frozenset()) -> Union[CaseRow, SeveralSeries, None]:
     """One case from input to output file and report row; every failure becomes the row's one sentence.
 
     ``deliver(row)`` runs before the return, for an ok row still inside ``gate``: an interruption then
     finds every output it let through already delivered. None when ``gate`` had stopped before the
     output was written: the case was abandoned. SeveralSeries when the case turned out to be several.
+    ``foreign``: files in OUTDIR that are the user's (outdir.foreign_files), never written over.
     """
     started = clock()
     stamp = case.input_stamp()  # before reading: a file replaced meanwhile is sent again by the next run
@@ -247,7 +239,7 @@ def process_case(case: Case, segment: Callable[[Volume], Volume], settings: Batc
             if not allowed:
                 return None
             try:
-                _write(case, labels, settings, series)
+                _write(case, labels, settings, series, foreign)
                 dice, note = _dice(labels, case, settings)
                 row = CaseRow(case.case_id, OK, clock() - started, label_volumes_ml(labels, settings.label_names),
                               dice, message=note, input_stamp=stamp, model=settings.model_name,
@@ -324,9 +316,9 @@ def run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], settin
     calling thread. KeyboardInterrupt there becomes :class:`BatchInterrupted`.
     """
     report_path = settings.outdir / REPORT_NAME
-    with_dice = settings.truth_dir is not None
-    report = Report.read(report_path, settings.label_names, with_dice=with_dice) if settings.resume else \
-        Report(settings.label_names, with_dice=with_dice)
+    earlier = read_report(settings)
+    foreign = foreign_files(settings.outdir, (row.case for row in earlier.rows))
+    report = earlier if settings.resume else Report(settings.label_names, with_dice=earlier.with_dice)
     finished = report.finished()
     report.this_run = set()
     listed = iter(cases)
@@ -348,7 +340,8 @@ def run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], settin
 
     gate = WriteGate()
     workers = _Workers(settings.workers, lambda case, deliver: process_case(
-        case, segment, settings, sleep=sleep, clock=clock, random=random, gate=gate, deliver=deliver))
+        case, segment, settings, sleep=sleep, clock=clock, random=random, gate=gate, deliver=deliver,
+        foreign=foreign))
     try:
         while True:
             case = split_off.popleft() if split_off else next(listed, None)
@@ -378,7 +371,8 @@ def run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], settin
                 break
             if isinstance(result, CaseRow):
                 report.add(result)
-        report.write(report_path)
+        if report.rows or report_path.exists():  # an INPUT refused at once leaves no empty report behind
+            report.write(report_path)
         if isinstance(error, KeyboardInterrupt):
             raise BatchInterrupted(report) from None
         raise
@@ -387,6 +381,28 @@ def run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], settin
     if unsaved or not report_path.exists():  # an empty batch still leaves its (header-only) report
         report.write(report_path)
     return report
+
+
+def read_report(settings: BatchSettings) -> Report:
+    """OUTDIR's report.csv as earlier runs left it; it keeps its Dice columns when this run has no --truth."""
+    path = settings.outdir / REPORT_NAME
+    with_dice = settings.truth_dir is not None or _has_dice_columns(path)
+    return Report.read(path, settings.label_names, with_dice=with_dice)
+
+
+def _has_dice_columns(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return any(column.startswith("dice_") for column in stream.readline().strip().split(","))
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def check_outputs(cases: Sequence[Case], settings: BatchSettings, input_folders: Iterable[Path]) -> None:
+    """Before anything is sent: refuse a batch that would write over an input or a file of the user's in
+    OUTDIR, or leave the user's images in an OUTDIR inside an INPUT folder out (outdir.check_outdir)."""
+    foreign = foreign_files(settings.outdir, (row.case for row in read_report(settings).rows))
+    check_outdir(cases, lambda case: output_path(case, settings), settings.outdir, foreign, input_folders)
 
 
 def summary(report: Report) -> str:

@@ -164,7 +164,21 @@ def _hidden_or_excluded(path: Path, root: Path, excluded: set) -> bool:
         parent.resolve() in excluded for parent in [path, *path.parents][: len(parts)])
 
 
+def _batch_outdirs(root: Path) -> List[Path]:
+    """Folders under ``root`` that an earlier batch wrote (they hold its report.csv): label images, not cases."""
+    found = []
+    for report in root.rglob("report.csv"):
+        try:
+            with open(report, encoding="utf-8") as stream:
+                if stream.readline().startswith("case,status,seconds"):
+                    found.append(report.parent)
+        except (OSError, UnicodeDecodeError):
+            continue
+    return found
+
+
 def _folder_cases(root: Path, exclude: Iterable[Path], ids: CaseIds) -> Iterator[Case]:
+    exclude = [*exclude, *_batch_outdirs(root)]
     excluded = {Path(p).resolve() for p in exclude}
     images = sorted(p for p in root.rglob("*") if p.is_file() and image_suffix(p.name)
                     and not _hidden_or_excluded(p, root, excluded))

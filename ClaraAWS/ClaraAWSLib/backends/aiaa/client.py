@@ -129,8 +129,9 @@ class AIAAClient:
             # AIAA answers an unknown model 404, as it would a wrong address: the model list tells them apart.
             self.models()
             raise UnknownModelError(str(error), status=error.status, details=error.details) from None
-        if isinstance(answer, list) and len(answer) == 1:
-            answer = answer[0]
+        if isinstance(answer, list):
+            # A server that ignores ?model= lists every model: the one asked for is among them.
+            answer = next((m for m in answer if isinstance(m, dict) and m.get("name") == name), None)
         if not isinstance(answer, dict) or "name" not in answer:
             raise UnknownModelError(f"The server has no model named '{name}'; list the models to see what it offers.")
         return _normalise_model(answer)

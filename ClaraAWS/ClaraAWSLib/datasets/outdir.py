@@ -1,0 +1,102 @@
+"""What a batch may write in OUTDIR: its own outputs, never an INPUT image and never a file of the user's.
+
+OUTDIR's report.csv names every case earlier runs wrote there; an image file in OUTDIR that no row names is
+the user's ("foreign"). Before anything is sent, a batch of local INPUTs is refused when a case's output would
+be any case's input or a foreign file, or when OUTDIR lies inside an INPUT folder and holds foreign images
+(the folder walk leaves OUTDIR out, so they would silently go unsegmented). While a batch runs, a write
+onto a foreign file or an input fails that case instead: an S3 prefix is listed as the batch goes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, FrozenSet, Iterable, List, Optional, Sequence
+
+from ..core.errors import InputError
+from .inputs import Case, image_suffix
+
+#: Suffixes of the files a batch writes, and of the images a user may keep in a folder.
+OUTPUT_SUFFIXES = (".nii.gz", ".dcm")
+
+
+def _is_image_name(name: str) -> bool:
+    return bool(image_suffix(name)) or name.lower().endswith(".dcm")
+
+
+def foreign_files(outdir: Path, known_cases: Iterable[str]) -> FrozenSet[str]:
+    """Names of the image files in ``outdir`` that are no output of a case its report.csv names."""
+    if not outdir.is_dir():
+        return frozenset()
+    ours = {f"{case}{suffix}".lower() for case in known_cases for suffix in OUTPUT_SUFFIXES}
+    return frozenset(path.name for path in outdir.iterdir()
+                     if path.is_file() and _is_image_name(path.name) and path.name.lower() not in ours)
+
+
+def input_files(case: Case) -> List[Path]:
+    """The local files a case is read from (none for an S3 object: it is downloaded under generated names)."""
+    if case.kind == "dicom" and case.series is not None:
+        return [Path(f) for f in case.series.files]
+    return [case.path] if case.path is not None else []
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def overwrite_reason(case: Case, path: Path, foreign: FrozenSet[str]) -> Optional[str]:
+    """Why writing ``case``'s output at ``path`` would destroy something, or None."""
+    if not path.exists():
+        return None
+    if any(_same_file(path, source) for source in input_files(case)):
+        return f"The output {path} of case {case.case_id} is its own input image"
+    if path.name in foreign:
+        return (f"OUTDIR already holds {path.name}, which its report.csv does not list as a ClaraAWS output, so "
+                f"case {case.case_id} would replace a file of yours")
+    return None
+
+
+def check_outdir(cases: Sequence[Case], output_of: Callable[[Case], Path], outdir: Path,
+                 foreign: FrozenSet[str], input_folders: Iterable[Path]) -> None:
+    """Refuse (InputError, one sentence) a batch that would write over an input or a file of the user's, or
+    leave the user's images in OUTDIR out without a word; nothing has been sent yet."""
+    advice = "give -o a folder of its own (a new one, or one an earlier batch wrote)"
+    for folder in input_folders:
+        if outdir.is_dir() and folder.is_dir() and _same_file(folder, outdir):
+            raise InputError(f"OUTDIR {outdir} is the INPUT folder {folder}: the label images would be written among "
+                             f"the images; {advice}, e.g. {outdir.resolve().name}-labels.")
+        if foreign and outdir.is_dir() and folder.resolve() in outdir.resolve().parents:
+            raise InputError(f"OUTDIR {outdir} lies inside the INPUT folder {folder} and holds images of its own "
+                             f"({_some(foreign)}), which the batch would leave out without segmenting them; {advice}.")
+    sources = {}
+    for case in cases:
+        for source in input_files(case):
+            sources.setdefault(_identity(source), case)
+    for case in cases:
+        path = output_of(case)
+        if not path.exists():
+            continue
+        owner = sources.get(_identity(path))
+        if owner is not None:
+            whose = "its own" if owner is case else f"case {owner.case_id}'s"
+            raise InputError(f"The output of case {case.case_id} would be {path}, which is {whose} INPUT image; "
+                             f"{advice}.")
+        if path.name in foreign:
+            raise InputError(f"OUTDIR already holds {path.name}, which its report.csv does not list as a ClaraAWS "
+                             f"output, and case {case.case_id} would replace it; {advice}, or move the file away.")
+
+
+def _identity(path: Path):
+    try:
+        status = path.stat()
+        return status.st_dev, status.st_ino
+    except OSError:
+        return str(path.resolve())
+
+
+def _some(names: FrozenSet[str]) -> str:
+    listed = sorted(names)
+    return ", ".join(listed[:3]) + (f" and {len(listed) - 3} more" if len(listed) > 3 else "")
