@@ -133,6 +133,10 @@ def test_a_server_of_another_make(tmp_path, oblique_volume, suffix):
     with OtherAIAAServer(result_suffix=suffix, prefix="/aiaa") as server:
         client = AIAAClient(server.url + "/aiaa/")
         assert [m["name"] for m in client.models()] == ["other_threshold", "other_box"]
+        # It ignores ?model= and lists every model: the one asked for is found among them, no other.
+        assert client.model("other_box")["name"] == "other_box"
+        with pytest.raises(errors.UnknownModelError, match="no model named 'other'"):
+            client.model("other")
         labels = client.inference("other_threshold", oblique_volume).labels()
         assert labels.grid.matches(oblique_volume.grid)
         expected = (oblique_volume.array > 100).astype(np.uint8) + (oblique_volume.array > 200)
