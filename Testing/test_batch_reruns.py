@@ -261,7 +261,7 @@ def test_files_of_the_user_in_outdir_are_never_replaced(tmp_path, reference_serv
     before = (tmp_path / "scans" / "ct1.nii.gz").read_bytes()
     uploads = reference_server.stats.image_uploads
     assert batch(reference_server, tmp_path / "scans" / "new", "-o", tmp_path / "scans") == 2
-    assert "does not list as a ClaraAWS output" in capsys.readouterr().err
+    assert "holds images no batch wrote there (ct1.nii.gz)" in capsys.readouterr().err
     # OUTDIR inside an INPUT folder holding images of its own: the walk leaves it out, so they would go unseen.
     write(tmp_path / "study" / "a" / "x.nii.gz", volume.array, volume.grid)
     write(tmp_path / "study" / "b" / "y.nii", volume.array, volume.grid)

@@ -35,6 +35,7 @@ from ..core.errors import (
 )
 from ..core.geometry import Volume
 from .inputs import Case, SeveralSeries
+from .journal import record_output
 from .outdir import check_outdir, foreign_files, overwrite_reason
 from .report import FAILED, OK, CaseRow, Report, dice_scores, label_volumes_ml
 
@@ -150,6 +151,12 @@ def _write(case: Case, labels: Volume, settings: BatchSettings, series, foreign:
     reason = overwrite_reason(case, path, foreign)
     if reason is not None:
         raise OutputError(f"{reason}; nothing was written: give -o a folder of its own.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record_output(path)  # before the file exists: no crash leaves an output its folder does not claim
+    except OSError as error:
+        raise OutputError(f"Could not write in {path.parent} ({error.strerror or error}); nothing was written: free "
+                          "some disk space or choose another place.") from None
     if path.suffix == ".dcm":
         from .dicom_seg import write_dicom_seg
 
@@ -316,10 +323,9 @@ def run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], settin
     calling thread. KeyboardInterrupt there becomes :class:`BatchInterrupted`.
     """
     report_path = settings.outdir / REPORT_NAME
-    earlier = read_report(settings)
-    foreign = foreign_files(settings.outdir, (row.case for row in earlier.rows))
-    report = earlier if settings.resume else Report(settings.label_names, with_dice=earlier.with_dice)
-    finished = report.finished()
+    report = read_report(settings)  # with --no-resume too: the rows of cases not sent again stay
+    foreign = foreign_files(settings.outdir)
+    finished = report.finished() if settings.resume else {}
     report.this_run = set()
     listed = iter(cases)
     split_off: Deque[Case] = collections.deque()  # the cases of an S3 folder of several series, sent first
@@ -401,7 +407,8 @@ def _has_dice_columns(path: Path) -> bool:
 def check_outputs(cases: Sequence[Case], settings: BatchSettings, input_folders: Iterable[Path]) -> None:
     """Before anything is sent: refuse a batch that would write over an input or a file of the user's in
     OUTDIR, or leave the user's images in an OUTDIR inside an INPUT folder out (outdir.check_outdir)."""
-    foreign = foreign_files(settings.outdir, (row.case for row in read_report(settings).rows))
+    read_report(settings)  # a report.csv of the user's is refused here, before anything is sent
+    foreign = foreign_files(settings.outdir)
     check_outdir(cases, lambda case: output_path(case, settings), settings.outdir, foreign, input_folders)
 
 

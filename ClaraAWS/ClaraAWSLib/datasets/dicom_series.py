@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -229,13 +229,15 @@ def _visible_folders(root: Path, exclude: Iterable[Path]) -> Iterable[Path]:
         yield Path(folder)
 
 
-def find_series(root: Union[str, Path], *, exclude: Iterable[Path] = ()) -> List[DicomSeries]:
+def find_series(root: Union[str, Path], *, exclude: Iterable[Path] = (),
+                skip: Callable[[Path], bool] = lambda path: False) -> List[DicomSeries]:
     """Every DICOM series under ``root`` (recursively), each named by its folder: ``name``, then ``name_2``,
     ``name_3``... when a folder holds several (in series-number order). Ids are unique in a folder only;
-    :class:`inputs.CaseIds` makes them unique in a whole batch."""
+    :class:`inputs.CaseIds` makes them unique in a whole batch. A series whose files ``skip`` all (a batch's
+    own DICOM SEG outputs) is none."""
     found: List[DicomSeries] = []
     for folder in _visible_folders(Path(root), exclude):
-        series = _series_in(folder)
+        series = [(uid, files) for uid, files in _series_in(folder) if not all(skip(f) for f in files)]
         series.sort(key=lambda item: (_series_number(item[1]), item[0]))
         name = folder.resolve().name or "dicom"
         for n, (uid, files) in enumerate(series, start=1):

@@ -26,11 +26,12 @@ import tempfile
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
 
 from ..core.errors import InputError
 from ..core.geometry import Volume
 from .dicom_series import DicomSeries, find_series, read_series
+from .journal import recorded_outputs
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 #: Characters a file name may not hold on some system, and path separators: replaced in case ids.
@@ -164,25 +165,20 @@ def _hidden_or_excluded(path: Path, root: Path, excluded: set) -> bool:
         parent.resolve() in excluded for parent in [path, *path.parents][: len(parts)])
 
 
-def _batch_outdirs(root: Path) -> List[Path]:
-    """Folders under ``root`` that an earlier batch wrote (they hold its report.csv): label images, not cases."""
-    found = []
-    for report in root.rglob("report.csv"):
-        try:
-            with open(report, encoding="utf-8") as stream:
-                if stream.readline().startswith("case,status,seconds"):
-                    found.append(report.parent)
-        except (OSError, UnicodeDecodeError):
-            continue
-    return found
-
-
 def _folder_cases(root: Path, exclude: Iterable[Path], ids: CaseIds) -> Iterator[Case]:
-    exclude = [*exclude, *_batch_outdirs(root)]
+    """Image files and DICOM series under ``root``; the outputs a batch wrote in any of its folders (its
+    journal or report.csv says which) are label images, not cases."""
     excluded = {Path(p).resolve() for p in exclude}
+    outputs: Dict[Path, FrozenSet[str]] = {}
+
+    def batch_output(path: Path) -> bool:
+        if path.parent not in outputs:
+            outputs[path.parent] = recorded_outputs(path.parent)
+        return path.name in outputs[path.parent]
+
     images = sorted(p for p in root.rglob("*") if p.is_file() and image_suffix(p.name)
-                    and not _hidden_or_excluded(p, root, excluded))
-    series_found = find_series(root, exclude=exclude)
+                    and not _hidden_or_excluded(p, root, excluded) and not batch_output(p))
+    series_found = find_series(root, exclude=exclude, skip=batch_output)
     if not images and not series_found:
         raise InputError(f"The folder {root} holds no image files ({', '.join(IMAGE_SUFFIXES)}) and no DICOM series.")
     for path in images:

@@ -1,7 +1,7 @@
 """What a batch may write in OUTDIR: its own outputs, never an INPUT image and never a file of the user's.
 
-OUTDIR's report.csv names every case earlier runs wrote there; an image file in OUTDIR that no row names is
-the user's ("foreign"). Before anything is sent, a batch of local INPUTs is refused when a case's output would
+The folder's journal (journal.py) names every file a batch wrote there; any other image in OUTDIR is the
+user's ("foreign"). Before anything is sent, a batch of local INPUTs is refused when a case's output would
 be any case's input or a foreign file, or when OUTDIR lies inside an INPUT folder and holds foreign images
 (the folder walk leaves OUTDIR out, so they would silently go unsegmented). While a batch runs, a write
 onto a foreign file or an input fails that case instead: an S3 prefix is listed as the batch goes.
@@ -15,22 +15,33 @@ from typing import Callable, FrozenSet, Iterable, List, Optional, Sequence
 
 from ..core.errors import InputError
 from .inputs import Case, image_suffix
+from .journal import recorded_outputs
 
-#: Suffixes of the files a batch writes, and of the images a user may keep in a folder.
-OUTPUT_SUFFIXES = (".nii.gz", ".dcm")
-
-
-def _is_image_name(name: str) -> bool:
-    return bool(image_suffix(name)) or name.lower().endswith(".dcm")
+#: Names of DICOM files as scanners write them, besides files without a suffix (checked for the preamble).
+DICOM_NAME_SUFFIXES = (".dcm", ".dicom", ".ima")
 
 
-def foreign_files(outdir: Path, known_cases: Iterable[str]) -> FrozenSet[str]:
-    """Names of the image files in ``outdir`` that are no output of a case its report.csv names."""
+def _is_image(path: Path) -> bool:
+    name = path.name.lower()
+    if image_suffix(name) or name.endswith(DICOM_NAME_SUFFIXES) or name.endswith((".hdr", ".img", ".img.gz")):
+        return True
+    if "." in name:
+        return False
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def foreign_files(outdir: Path) -> FrozenSet[str]:
+    """Lower-case names of the image files in ``outdir`` that no batch wrote (journal.recorded_outputs): a
+    case-insensitive file system (macOS, Windows) would write ``CT.nii.gz`` over a ``ct.nii.gz``."""
     if not outdir.is_dir():
         return frozenset()
-    ours = {f"{case}{suffix}".lower() for case in known_cases for suffix in OUTPUT_SUFFIXES}
-    return frozenset(path.name for path in outdir.iterdir()
-                     if path.is_file() and _is_image_name(path.name) and path.name.lower() not in ours)
+    ours = recorded_outputs(outdir)
+    return frozenset(path.name.lower() for path in outdir.iterdir()
+                     if path.is_file() and not path.name.startswith(".") and path.name not in ours and _is_image(path))
 
 
 def input_files(case: Case) -> List[Path]:
@@ -53,9 +64,9 @@ def overwrite_reason(case: Case, path: Path, foreign: FrozenSet[str]) -> Optiona
         return None
     if any(_same_file(path, source) for source in input_files(case)):
         return f"The output {path} of case {case.case_id} is its own input image"
-    if path.name in foreign:
-        return (f"OUTDIR already holds {path.name}, which its report.csv does not list as a ClaraAWS output, so "
-                f"case {case.case_id} would replace a file of yours")
+    if path.name.lower() in foreign:
+        return (f"OUTDIR already holds {path.name}, which no batch wrote there, so case {case.case_id} would "
+                "replace a file of yours")
     return None
 
 
@@ -84,9 +95,11 @@ def check_outdir(cases: Sequence[Case], output_of: Callable[[Case], Path], outdi
             whose = "its own" if owner is case else f"case {owner.case_id}'s"
             raise InputError(f"The output of case {case.case_id} would be {path}, which is {whose} INPUT image; "
                              f"{advice}.")
-        if path.name in foreign:
-            raise InputError(f"OUTDIR already holds {path.name}, which its report.csv does not list as a ClaraAWS "
-                             f"output, and case {case.case_id} would replace it; {advice}, or move the file away.")
+        if path.name.lower() in foreign:
+            clashes = sorted(output_of(other).name for other in cases if output_of(other).name.lower() in foreign)
+            raise InputError(f"OUTDIR {outdir} holds images no batch wrote there ({_some(frozenset(clashes))}), which "
+                             f"cases of this batch would replace: they may be yours; move them away or give -o a new "
+                             "folder.")
 
 
 def _identity(path: Path):

@@ -23,6 +23,7 @@ import numpy as np
 from ..core.errors import GeometryError, InputError
 from ..core.geometry import Volume
 from .files import replace_atomically
+from .journal import REPORT_HEADER, is_batch_report
 
 OK, FAILED = "ok", "failed"
 _UNSAFE = re.compile(r"[\s,;\"']+")
@@ -145,6 +146,9 @@ class Report:
         path = Path(path)
         if not path.exists():
             return report
+        if not is_batch_report(path):
+            raise InputError(f"{path} is not a report a ClaraAWS batch wrote (it does not begin with {REPORT_HEADER}), "
+                             "so it may be yours; give -o a folder of its own.")
         try:
             with open(path, newline="", encoding="utf-8") as stream:
                 records = list(csv.DictReader(stream))

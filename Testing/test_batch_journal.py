@@ -1,0 +1,159 @@
+"""Which files in OUTDIR are a batch's: its journal (.clara-aws-outputs), written before each output, not
+report.csv, which lags by a case and which a user may delete, replace or shorten with --no-resume. Every
+other image there is the user's: never written over, and an OUTDIR inside an INPUT folder holding one is
+refused. A folder a batch wrote, given as INPUT, yields no case from its outputs."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import rotation
+
+from ClaraAWSLib.core.errors import InputError
+from ClaraAWSLib.core.geometry import ImageGrid, Volume
+from ClaraAWSLib.datasets.batch import BatchSettings, check_outputs, run_batch
+from ClaraAWSLib.datasets.inputs import CaseIds, expand_inputs
+
+GRID = ImageGrid((12, 10, 5), (0.8, 1.1, 2.0), (-12.0, 4.0, 7.5), rotation(5, -10, 20))
+NAMES = ["bright", "dark"]
+
+
+def ct(seed):
+    return np.random.default_rng(seed).integers(-300, 300, size=GRID.size[::-1]).astype(np.int16)
+
+
+def write(path, array, grid=GRID):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(Volume(array, grid).to_sitk(), str(path))
+
+
+def recording():
+    sent = []
+
+    def segment(volume):
+        sent.append(volume.array.copy())
+        labels = np.zeros(volume.array.shape, np.uint8)
+        labels[volume.array > 100] = 1
+        labels[volume.array < -100] = 2
+        return Volume(labels, volume.grid)
+
+    return sent, segment
+
+
+def cases_of(*specs):
+    ids = CaseIds()
+    return [case for spec in specs for case in expand_inputs(str(spec), ids=ids)]
+
+
+def settings(outdir, **more):
+    return BatchSettings(outdir=outdir, label_names=NAMES, model_name="m", **more)
+
+
+def statuses(report):
+    return {row.case: row.status for row in report.rows}
+
+
+def dataset(folder, count=3):
+    for n in range(count):
+        write(folder / f"case_{n}.nii.gz", ct(n))
+
+
+def test_a_rerun_after_no_resume_on_part_of_the_dataset_is_not_refused(tmp_path):
+    dataset(tmp_path / "in")
+    run_batch(cases_of(tmp_path / "in"), recording()[1], settings(tmp_path / "out"))
+    run_batch(cases_of(tmp_path / "in" / "case_0.nii.gz"), recording()[1], settings(tmp_path / "out", resume=False))
+    sent, segment = recording()
+    check_outputs(cases_of(tmp_path / "in"), settings(tmp_path / "out"), [tmp_path / "in"])  # no InputError
+    report = run_batch(cases_of(tmp_path / "in"), segment, settings(tmp_path / "out"))
+    assert statuses(report) == {f"case_{n}": "ok" for n in range(3)} and sent == []
+
+
+def test_an_output_whose_report_row_was_never_written_is_sent_again_and_replaced(tmp_path):
+    """A kill between an output's rename and its report row: the journal, written first, claims the file."""
+    dataset(tmp_path / "in", 2)
+    run_batch(cases_of(tmp_path / "in"), recording()[1], settings(tmp_path / "out"))
+    report_path = tmp_path / "out" / "report.csv"
+    lines = report_path.read_text().splitlines(keepends=True)
+    report_path.write_text("".join(line for line in lines if not line.startswith("case_1,")))
+    stale = tmp_path / "out" / "case_1.nii.gz"
+    stale.write_bytes(b"half of an output a killed run left")  # whatever lies there is the batch's own
+    sent, segment = recording()
+    check_outputs(cases_of(tmp_path / "in"), settings(tmp_path / "out"), [tmp_path / "in"])
+    report = run_batch(cases_of(tmp_path / "in"), segment, settings(tmp_path / "out"))
+    assert statuses(report) == {"case_0": "ok", "case_1": "ok"} and len(sent) == 1
+    assert np.array_equal(sent[0], ct(1))
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(stale)))
+    assert np.array_equal(written == 1, ct(1) > 100)
+
+
+def test_a_deleted_report_means_every_case_is_sent_again_over_the_batchs_own_outputs(tmp_path):
+    dataset(tmp_path / "in", 2)
+    run_batch(cases_of(tmp_path / "in"), recording()[1], settings(tmp_path / "out"))
+    (tmp_path / "out" / "report.csv").unlink()
+    sent, segment = recording()
+    check_outputs(cases_of(tmp_path / "in"), settings(tmp_path / "out"), [tmp_path / "in"])
+    report = run_batch(cases_of(tmp_path / "in"), segment, settings(tmp_path / "out"))
+    assert statuses(report) == {"case_0": "ok", "case_1": "ok"} and len(sent) == 2
+
+
+def test_a_report_csv_of_the_user_is_refused_and_kept(tmp_path):
+    dataset(tmp_path / "in", 1)
+    (tmp_path / "out").mkdir()
+    mine = "patient,age,notes\ncase_0,61,contrast phase\n"
+    (tmp_path / "out" / "report.csv").write_text(mine)
+    with pytest.raises(InputError, match="is not a report a ClaraAWS batch wrote"):
+        check_outputs(cases_of(tmp_path / "in"), settings(tmp_path / "out"), [tmp_path / "in"])
+    sent, segment = recording()
+    with pytest.raises(InputError):
+        run_batch(cases_of(tmp_path / "in"), segment, settings(tmp_path / "out"))
+    assert sent == [] and (tmp_path / "out" / "report.csv").read_text() == mine
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.csv"]
+
+
+@pytest.mark.parametrize("name", ["IM000001", "slice_001.IMA", "image.dicom"])
+def test_outdir_inside_an_input_folder_holding_dicom_files_of_the_user_is_refused(tmp_path, name):
+    """DICOM files as scanners name them: no suffix (recognised by the DICM preamble), .IMA, .dicom."""
+    dataset(tmp_path / "study" / "a", 1)
+    dicom = tmp_path / "study" / "b" / name
+    dicom.parent.mkdir(parents=True)
+    dicom.write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    with pytest.raises(InputError, match=f"lies inside the INPUT folder .*{name.lower()}"):
+        check_outputs(cases_of(tmp_path / "study"), settings(tmp_path / "study" / "b"), [tmp_path / "study"])
+
+
+def test_a_suffixless_file_that_is_not_dicom_is_not_an_image_of_the_user(tmp_path):
+    dataset(tmp_path / "study" / "a", 1)
+    (tmp_path / "study" / "b").mkdir()
+    (tmp_path / "study" / "b" / "README").write_text("notes about this study\n")
+    check_outputs(cases_of(tmp_path / "study"), settings(tmp_path / "study" / "b"), [tmp_path / "study"])
+
+
+def test_a_folder_a_batch_wrote_given_as_input_yields_only_the_users_images(tmp_path):
+    pytest.importorskip("highdicom")
+    from dicom_fixtures import write_series
+
+    write_series(tmp_path / "in" / "patient_a", ct(4), GRID)
+    write(tmp_path / "in" / "other.nii.gz", ct(5))
+    labels = tmp_path / "labels"
+    run_batch(cases_of(tmp_path / "in"), recording()[1], settings(labels, output_format="dicom-seg"))
+    assert {p.name for p in labels.iterdir()} >= {"other.nii.gz", "patient_a.dcm"}
+    with pytest.raises(InputError, match="holds no image files"):
+        cases_of(labels)
+    write(labels / "extra_ct.nii.gz", ct(6))  # the user drops a CT into that folder later
+    assert [case.case_id for case in cases_of(labels)] == ["extra_ct"]
+    # The same without report.csv: the journal alone says which files are labels.
+    (labels / "report.csv").unlink()
+    assert [case.case_id for case in cases_of(labels)] == ["extra_ct"]
+
+
+def test_the_journal_lists_each_output_once_it_is_written(tmp_path):
+    dataset(tmp_path / "in", 2)
+    run_batch(cases_of(tmp_path / "in"), recording()[1], settings(tmp_path / "out"))
+    journal = (tmp_path / "out" / ".clara-aws-outputs").read_text().split()
+    assert sorted(journal) == ["case_0.nii.gz", "case_1.nii.gz"]
+    with open(tmp_path / "out" / "report.csv", newline="") as stream:
+        assert sorted(row["case"] for row in csv.DictReader(stream)) == ["case_0", "case_1"]
