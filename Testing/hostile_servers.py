@@ -158,6 +158,7 @@ class _HostileHandler(_QuietHandler):
         "empty": lambda n: "",
         "repeated": lambda n: f"{n}, {n}",  # valid: one value, repeated (RFC 9110 §8.6)
         "exact": lambda n: str(n),
+        "huge": lambda n: "1" + "0" * 30,  # digits only, so valid framing, but 10^30 bytes
     }
 
     def do_content_length(self, rest, url) -> None:

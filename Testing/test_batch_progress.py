@@ -54,9 +54,9 @@ def test_a_stream_that_is_no_terminal_gets_one_plain_line_per_finished_case():
     display.finished(CaseRow("liver_7", "failed", 3.0, message="The model refused this image."))
     display.close()
     assert stream.getvalue().rstrip("\n").split("\n") == [
-        "liver_3: ok (20.0 s); 2/4 cases (1 from an earlier run), 0 failed, 1.0 cases/min, ETA 2 min 00 s",
-        "liver_7: failed (3.0 s): The model refused this image.; 3/4 cases (1 from an earlier run), 1 failed, "
-        "1.0 cases/min, ETA 1 min 00 s",
+        "[2/4 cases (1 from an earlier run), 0 failed, 1.0 cases/min, ETA 2 min 00 s] liver_3: ok (20.0 s)",
+        "[3/4 cases (1 from an earlier run), 1 failed, 1.0 cases/min, ETA 1 min 00 s] liver_7: failed (3.0 s): The "
+        "model refused this image.",
     ]
     assert "\r" not in stream.getvalue() and "\x1b" not in stream.getvalue()
 
@@ -101,6 +101,7 @@ def test_the_command_chooses_by_whether_stderr_is_a_terminal(tmp_path, reference
         assert len(lines) == 2  # the bar's line, then the summary
     else:
         assert "\r" not in stderr.getvalue() and len(lines) == 4
-        assert sorted(re.match(r"(case_\d): ok \(", line).group(1) for line in lines[:3]) == ["case_0", "case_1", "case_2"]
-        assert [line.split("; ")[-1].split(",")[0] for line in lines[:3]] == ["1/3 cases", "2/3 cases", "3/3 cases"]
+        assert sorted(re.search(r"\] (case_\d): ok \(", line).group(1) for line in lines[:3]) == ["case_0", "case_1",
+                                                                                                  "case_2"]
+        assert [line[1:].split(",")[0] for line in lines[:3]] == ["1/3 cases", "2/3 cases", "3/3 cases"]
     assert lines[-1].startswith("3 cases segmented, 0 failed.")

@@ -70,6 +70,8 @@ def inputs(tmp_path_factory):
     array[11, 19, 23] = -np.inf  # the very last voxel of a plain file
     paths["minus-inf"] = folder / "minus-inf.nii"
     sitk.WriteImage(sitk.GetImageFromArray(array), str(paths["minus-inf"]), False)
+    paths["empty"] = folder / "empty.nii.gz"
+    paths["empty"].write_bytes(b"")
     paths["text"] = folder / "notes.nii.gz"
     paths["text"].write_text("not an image\n")
     paths["folder"] = folder / "a-folder.nii.gz"
@@ -93,6 +95,7 @@ INSIDE = ["0,0,0", "23,19,11", "5,5,5", "6,6,6", "7,7,7", "8,8,8"]
 # (name, how to run it, exit code, fragment of the sentence)
 ROWS = [
     ("truncated .nii.gz", lambda s, p, o: _segment(s, p["half"], o), 2, "incomplete"),
+    ("empty .nii.gz (0 bytes)", lambda s, p, o: _segment(s, p["empty"], o), 2, "empty.nii.gz is empty (0 bytes)"),
     ("gzip cut inside the header", lambda s, p, o: _segment(s, p["stub"], o), 2, "incomplete"),
     ("header without voxels", lambda s, p, o: _segment(s, p["header-only"], o), 2, "incomplete"),
     ("dim[3] = 0", lambda s, p, o: _segment(s, p["dim3-zero"], o), 2, "size 0 along axis 3"),

@@ -6,6 +6,7 @@ another port. Each failure must be one typed error with one readable sentence.
 
 from __future__ import annotations
 
+import re
 import ssl
 import time
 
@@ -190,6 +191,14 @@ def test_an_invalid_content_length_is_refused_by_the_monailabel_client_too(hosti
 def test_a_valid_content_length_is_read(hostile, value):
     here, _ = hostile
     assert [m["name"] for m in AIAAClient(f"{here.url}/content-length/{value}").models()] == ["m"]
+
+
+def test_an_answer_claiming_an_absurd_length_is_refused_in_words_a_person_reads(hostile):
+    here, _ = hostile
+    with pytest.raises(errors.ResultTooLargeError) as raised:
+        AIAAClient(f"{here.url}/content-length/huge").models()
+    text = one_sentence(raised.value)
+    assert "would be more than 1000 TB" in text and not re.search(r"\d{7,}", text)
 
 
 def test_json_cut_off_midway_says_so(hostile):

@@ -76,3 +76,12 @@ def test_error_text_of_an_unexpected_error_puts_the_traceback_in_details():
         message, details = error_text("Import failed.", caught)
     assert message == "Import failed.\n\n'missing'"
     assert "Traceback" in details and "KeyError" in details
+
+
+@pytest.mark.parametrize("count, text", [(0, "0.0 MB"), (412_000, "0.4 MB"), (12_500_000, "12.5 MB"),
+                                         (3_210_000_000, "3.2 GB"), (7 * 10**12, "7.0 TB"),
+                                         (10**30, "more than 1000 TB")])
+def test_sizes_in_sentences_pick_a_unit_a_person_reads(count, text):
+    from ClaraAWSLib.core.sizes import size_text
+
+    assert size_text(count) == text

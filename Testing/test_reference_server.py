@@ -337,6 +337,9 @@ def test_unreadable_images_and_bodies_give_aiaa_errors(server, tmp_path):
     cut = requests.post(f"{server.url}/v1/segmentation?model={SEG}", data=body[: len(body) // 2],
                         headers={"Content-Type": content_type}, timeout=10)
     assert "cut short" in error_of(cut, 400)["message"][0]
+    empty = tmp_path / "empty.nii.gz"
+    empty.write_bytes(b"")
+    assert "is empty (0 bytes)" in error_of(post_work(server.url, "segmentation", SEG, empty), 400)["message"][0]
 
 
 @pytest.mark.parametrize("compressed", [True, False], ids=["nii.gz", "nii"])

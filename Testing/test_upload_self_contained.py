@@ -223,3 +223,17 @@ def test_a_self_contained_upload_is_segmented(reference_server, tmp_path, case):
         path.write_bytes(data)
     response = post_work(reference_server.url, "segmentation", SEG, path)
     assert response.status_code == 200, response.text[:300]
+
+
+@pytest.mark.parametrize("filename", ["v.nrrd", "v.mha"])
+def test_a_header_longer_than_the_server_reads_is_refused_naming_its_length(reference_server, tmp_path, outside,
+                                                                             filename):
+    """A self-contained image whose header is padded with 70 KB of comments: the sentence must not claim its
+    voxels are elsewhere, only that its header is longer than the server reads."""
+    comment = "x" * 70_000
+    if filename.endswith(".nrrd"):
+        data = nrrd_header(f"# {comment}") + ct_array().tobytes()
+    else:
+        data = mha_header("LOCAL", before_last=f"Comment = {comment}\n") + ct_array().tobytes()
+    text = refused(upload(reference_server.url, tmp_path, filename, data), outside)
+    assert "64 KiB" in text and "comments" in text, text

@@ -108,7 +108,8 @@ class BatchProgress:
         self._failed += row.status != "ok"
         line = case_text(row.case, row.status, row.seconds, row.message)
         if not self.tty:
-            print(f"{line}; {status_text(self.counts())}", file=self.stream, flush=True)
+            # The counts first, in brackets: a failure's sentence then ends the line as it ends its row.
+            print(f"[{status_text(self.counts())}] {line}", file=self.stream, flush=True)
             return
         if row.status != "ok":  # failures stay on screen above the bar; successes only move it
             self._clear()

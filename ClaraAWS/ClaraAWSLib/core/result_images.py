@@ -19,6 +19,7 @@ from .inflate import InflateError, gzip_inflater
 from .native_stderr import last_line, quiet_native_stderr
 from .nifti import NIFTI_HEADER_SIZE, NiftiLayout, nifti1_layout, nifti1_volume
 from .result_limits import LARGEST_VOXEL_BYTES, MAX_RESULT_VOXELS, RESULT_OVERHEAD_BYTES, check_voxel_count
+from .sizes import size_text
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def decode_image(
         raw = _gunzip(data, byte_limit + 1)
         if len(raw) > byte_limit:
             raise ResultTooLargeError(
-                f"The server's result inflates to more than {byte_limit / 1e6:.1f} MB, far more than its input can "
+                f"The server's result inflates to more than {size_text(byte_limit)}, far more than its input can "
                 "explain (a compression bomb); it was refused and nothing was changed."
             )
         layout = nifti1_layout(raw)
@@ -86,7 +87,7 @@ def _gunzip_whole(data: bytes, expected_size: int) -> bytes:
     raw = _gunzip(data, expected_size + RESULT_OVERHEAD_BYTES + 1)
     if len(raw) > expected_size + RESULT_OVERHEAD_BYTES:
         raise ResultTooLargeError(
-            f"The server's result inflates to more than the {expected_size / 1e6:.1f} MB its own header claims "
+            f"The server's result inflates to more than the {size_text(expected_size)} its own header claims "
             "(a compression bomb or a faulty server); it was refused and nothing was changed."
         )
     return raw

@@ -40,6 +40,8 @@ def read_image_file(path: Union[str, Path]) -> Volume:
         raise InputError(f"The input file {path} cannot be read: permission denied; check the file's permissions.") from None
     except OSError as error:
         raise InputError(f"The input file {path} cannot be read ({error.strerror or error}); check the file.") from None
+    if not start:
+        raise InputError(f"The input file {path} is empty (0 bytes), so it holds no image; check the file.")
     # Only what ITK's NIfTI reader reads needs its bytes checked; a file no reader takes may still be a
     # cut NIfTI file, which deserves that sentence rather than "cannot read".
     voxels = check_nifti_complete(path, start) if _image_io(path) in ("NiftiImageIO", "") else None

@@ -57,7 +57,7 @@ def read_upload(upload: UploadedFile, max_voxels: Optional[int] = None) -> sitk.
             "suffix tells the server the format."
         )
     if upload.size == 0:
-        raise InvalidImage("The uploaded image file is empty.")
+        raise InvalidImage("The uploaded image file is empty (0 bytes), so it holds no image; check the file the client sent.")
     check_self_contained(upload)
     reader = sitk.ImageFileReader()
     reader.SetImageIO(IMAGE_IOS[suffix])
@@ -113,8 +113,9 @@ def _check_metaimage(path: Path) -> None:
         end = head.find(b"\n", position)
         if end < 0:
             raise InvalidImage(
-                "The uploaded .mha image has no ElementDataFile = LOCAL line in its first "
-                f"{MAX_TEXT_HEADER_BYTES // 1024} KiB, so its voxels are not in the upload; {advice}."
+                "The uploaded .mha image has no ElementDataFile = LOCAL line ending its header within its first "
+                f"{MAX_TEXT_HEADER_BYTES // 1024} KiB, the most of a header this server reads; {advice}, and "
+                "without long comments."
             )
         line = head[position:end]
         position = end + 1
@@ -166,8 +167,9 @@ def _check_nrrd(path: Path) -> None:
                 f"and the server reads nothing but the upload; {advice}."
             )
     raise InvalidImage(
-        "The uploaded .nrrd image has no blank line ending its header in the first "
-        f"{MAX_TEXT_HEADER_BYTES // 1024} KiB, so its voxels are not in the upload; {advice}."
+        "The uploaded .nrrd image's header does not end (with a blank line) within its first "
+        f"{MAX_TEXT_HEADER_BYTES // 1024} KiB, the most of a header this server reads; remove long comments from "
+        "the header, or send the image as .nii.gz."
     )
 
 

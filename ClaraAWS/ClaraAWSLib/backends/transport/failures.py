@@ -22,6 +22,7 @@ from ...core.errors import (
     SessionExpiredError,
     TLSError,
 )
+from ...core.sizes import size_text
 from .addresses import answers_tls, origin_text
 from .answers import framing_error
 
@@ -107,7 +108,7 @@ def status_error(response: requests.Response, url: str, what: str, body_bytes: i
         )
     if status == 413:
         return PayloadTooLargeError(
-            f"The upload of {body_bytes / 1e6:.1f} MB was refused as too large (HTTP 413) by a proxy in front of the server; "
+            f"The upload of {size_text(body_bytes)} was refused as too large (HTTP 413) by a proxy in front of the server; "
             "raise its body size limit (e.g. nginx client_max_body_size).",
             status=status,
             details=details,

@@ -42,6 +42,7 @@ from ...core.errors import (
 )
 from ...core.geometry import Volume
 from ...core.imageio import EncodedImage, encode_volume, read_image_file
+from ...core.sizes import size_text
 from ...core.multipart import CancelToken, FilePart, MultipartBody, ProgressCallback, StreamingMultipartBody
 from .addresses import check_headers, origin, origin_text, split_credentials, without_userinfo
 from .answers import Answer, check_framing, declared_length, parse_json
@@ -388,8 +389,8 @@ class HttpTransport:
         if total is not None and total > max_bytes:
             response.close()
             raise ResultTooLargeError(
-                f"The answer from {host} would be {total / 1e6:.1f} MB, far more than the request can need "
-                f"(at most {max_bytes / 1e6:.1f} MB); the server is faulty: nothing was changed."
+                f"The answer from {host} would be {size_text(total)}, far more than the request can need "
+                f"(at most {size_text(max_bytes)}); the server is faulty: nothing was changed."
             )
         chunks, received = [], 0
         try:
@@ -399,7 +400,7 @@ class HttpTransport:
                 if received > max_bytes:
                     response.close()
                     raise ResultTooLargeError(
-                        f"The answer from {host} grew past {max_bytes / 1e6:.1f} MB, far more than the request can need; "
+                        f"The answer from {host} grew past {size_text(max_bytes)}, far more than the request can need; "
                         "the server is faulty: nothing was changed."
                     )
                 if progress is not None:
