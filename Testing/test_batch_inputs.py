@@ -279,6 +279,35 @@ def test_s3_dicom_folders_are_series_read_like_their_local_copies(dicom_bucket, 
     assert again["s3://hospital/dicom/Roe Rick/ct/"].input_stamp() == by_source["s3://hospital/dicom/Roe Rick/ct/"].input_stamp()
 
 
+def test_a_cases_downloaded_slices_are_gone_before_its_row_is_delivered(dicom_bucket, tmp_path, monkeypatch):
+    """The last row delivered may end the process (the command returns, daemon workers die): a worker still
+    removing its download folder then left slices naming the patient in the temporary folder."""
+    import tempfile
+
+    from ClaraAWSLib.core.errors import InputError
+    from ClaraAWSLib.datasets.batch import BatchSettings, process_case
+
+    s3, _ = dicom_bucket
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    (case,) = expand_inputs("s3://hospital/dicom/Doe Jane/", s3_client=s3)
+    settings = BatchSettings(outdir=tmp_path / "out", label_names=["bright"], model_name="m")
+    seen = []
+
+    def deliver(row):
+        seen.append((row.status, sorted(path.name for path in temporary.iterdir())))
+
+    def refused(volume):
+        raise InputError("The model refused this image.")
+
+    process_case(case, lambda volume: Volume((volume.array > 100).astype(np.uint8), volume.grid), settings,
+                 deliver=deliver)
+    process_case(case, refused, settings, deliver=deliver)
+    assert seen == [("ok", []), ("failed", [])]
+
+
 def test_an_s3_series_gets_a_dicom_seg_referencing_its_slices(dicom_bucket, tmp_path):
     pydicom = pytest.importorskip("pydicom")
     pytest.importorskip("highdicom")

@@ -234,11 +234,13 @@ def process_case(case: Case, segment: Callable[[Volume], Volume], settings: Batc
             if not labels.grid.matches(volume.grid):
                 raise GeometryError(f"The result of case {case.case_id} is not on its image's grid.")
         except SeveralSeries as split:
+            opened.close()
             if deliver is not None:
                 deliver(split)
             return split
         except Exception as error:
             row = _failed_row(case, error, clock() - started)
+            opened.close()  # downloaded slices go before the row is out: the last row may end the process
             if deliver is not None:
                 deliver(row)
             return row
@@ -253,6 +255,7 @@ def process_case(case: Case, segment: Callable[[Volume], Volume], settings: Batc
                               input=case.input_name)
             except Exception as error:
                 row = _failed_row(case, error, clock() - started)
+            opened.close()
             if deliver is not None:
                 deliver(row)
             return row

@@ -395,9 +395,9 @@ def download_folder() -> Iterator[str]:
     try:
         yield folder
     finally:
+        shutil.rmtree(folder, ignore_errors=True)  # then forgotten: remove_downloads may run meanwhile
         with _downloads_lock:
             _downloads.discard(folder)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_downloads() -> None:
