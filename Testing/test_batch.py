@@ -285,8 +285,8 @@ def test_dicom_inputs_get_a_dicom_seg_and_image_inputs_nifti(tmp_path):
     write(tmp_path / "in" / "other.nii.gz", ct(5))
     settings = BatchSettings(outdir=tmp_path / "out", label_names=NAMES, model_name="m", output_format="dicom-seg")
     run_batch(expand_inputs(str(tmp_path / "in")), threshold, settings)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".clara-aws-outputs", "other.nii.gz",
-                                                                     "patient_a.dcm", "report.csv"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".clara-aws-lock", ".clara-aws-outputs",
+                                                                     "other.nii.gz", "patient_a.dcm", "report.csv"]
     seg = pydicom.dcmread(tmp_path / "out" / "patient_a.dcm")
     assert seg.Modality == "SEG" and [s.SegmentLabel for s in seg.SegmentSequence] == NAMES
 

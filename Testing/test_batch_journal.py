@@ -157,3 +157,59 @@ def test_the_journal_lists_each_output_once_it_is_written(tmp_path):
     assert sorted(journal) == ["case_0.nii.gz", "case_1.nii.gz"]
     with open(tmp_path / "out" / "report.csv", newline="") as stream:
         assert sorted(row["case"] for row in csv.DictReader(stream)) == ["case_0", "case_1"]
+
+
+def test_a_second_batch_into_the_same_outdir_is_refused_while_the_first_runs(tmp_path):
+    """Each batch rewrites report.csv from its own rows: two at once lost the other's rows without a word."""
+    import threading
+
+    dataset(tmp_path / "in", 2)
+    write(tmp_path / "more" / "ct.nii.gz", ct(7))
+    inside, leave = threading.Event(), threading.Event()
+    sent, segment = recording()
+
+    def slow(volume):
+        inside.set()
+        leave.wait(30)
+        return segment(volume)
+
+    first = threading.Thread(target=lambda: run_batch(cases_of(tmp_path / "in"), slow, settings(tmp_path / "out")))
+    first.start()
+    try:
+        assert inside.wait(30)
+        second_sent, second = recording()
+        with pytest.raises(InputError, match="Another clara-aws batch is writing in OUTDIR"):
+            run_batch(cases_of(tmp_path / "more"), second, settings(tmp_path / "out"))
+        assert second_sent == []
+    finally:
+        leave.set()
+        first.join(30)
+    with open(tmp_path / "out" / "report.csv", newline="") as stream:
+        assert sorted(row["case"] for row in csv.DictReader(stream)) == ["case_0", "case_1"]
+    # Once the first has ended, the second runs and both rows stay.
+    report = run_batch(cases_of(tmp_path / "more"), recording()[1], settings(tmp_path / "out"))
+    assert sorted(row.case for row in report.rows) == ["case_0", "case_1", "ct"]
+
+
+def test_an_outdir_that_cannot_be_created_is_refused_before_anything_is_sent(tmp_path, reference_server,
+                                                                              phantom_small, capsys):
+    from ClaraAWSLib.cli import main
+
+    write(tmp_path / "in" / "ct0.nii.gz", phantom_small.ct.array, phantom_small.ct.grid)
+    (tmp_path / "a_file").write_text("not a folder")
+    uploads = reference_server.stats.image_uploads
+    assert main(["batch", "--server", reference_server.url, "--model", "phantom_abdomen_seg", str(tmp_path / "in"),
+                 "-o", str(tmp_path / "a_file" / "sub")]) == 2
+    (line,) = capsys.readouterr().err.strip().split("\n")
+    assert "cannot be created or written" in line and "free some disk space" not in line
+    assert reference_server.stats.image_uploads == uploads
+
+
+def test_a_folder_where_an_output_goes_fails_that_case_in_words_for_a_batch(tmp_path):
+    dataset(tmp_path / "in", 2)
+    (tmp_path / "out" / "case_1.nii.gz").mkdir(parents=True)
+    report = run_batch(cases_of(tmp_path / "in"), recording()[1], settings(tmp_path / "out"))
+    rows = {row.case: row for row in report.rows}
+    assert rows["case_0"].status == "ok" and rows["case_1"].status == "failed"
+    assert "holds a folder named case_1.nii.gz" in rows["case_1"].message
+    assert (tmp_path / "out" / "case_1.nii.gz").is_dir()

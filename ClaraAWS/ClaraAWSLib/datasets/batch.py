@@ -36,7 +36,7 @@ from ..core.errors import (
 from ..core.geometry import Volume
 from .inputs import Case, SeveralSeries
 from .journal import record_output
-from .outdir import check_outdir, foreign_files, overwrite_reason
+from .outdir import check_outdir, foreign_files, one_batch_at_a_time, overwrite_reason
 from .report import FAILED, OK, CaseRow, Report, dice_scores, label_volumes_ml
 
 REPORT_NAME = "report.csv"
@@ -148,6 +148,9 @@ def _write(case: Case, labels: Volume, settings: BatchSettings, series, foreign:
     from ..core.volume_files import write_image_file
 
     path = output_path(case, settings)
+    if path.is_dir():
+        raise OutputError(f"OUTDIR holds a folder named {path.name}, where case {case.case_id}'s labels go; nothing "
+                          "was written: move or rename that folder.")
     reason = overwrite_reason(case, path, foreign)
     if reason is not None:
         raise OutputError(f"{reason}; nothing was written: give -o a folder of its own.")
@@ -323,8 +326,19 @@ def run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], settin
 
     ``progress(row)`` follows each finished case, ``skipped(case)`` each case an earlier run finished and
     ``more_cases(n)`` a case that turned out to be n + 1 (an S3 folder of several DICOM series), all in the
-    calling thread. KeyboardInterrupt there becomes :class:`BatchInterrupted`.
+    calling thread. KeyboardInterrupt there becomes :class:`BatchInterrupted`. One batch at a time writes in
+    OUTDIR (InputError for a second one, before anything is sent).
     """
+    read_report(settings)  # a report.csv of the user's is refused before the lock file is put beside it
+    with one_batch_at_a_time(settings.outdir):
+        return _run_batch(cases, segment, settings, progress=progress, skipped=skipped, more_cases=more_cases,
+                          sleep=sleep, clock=clock, random=random)
+
+
+def _run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], settings: BatchSettings, *,
+               progress: Optional[Callable[[CaseRow], None]], skipped: Optional[Callable[[Case], None]],
+               more_cases: Optional[Callable[[int], None]], sleep: Callable[[float], None],
+               clock: Callable[[], float], random: Callable[[], float]) -> Report:
     report_path = settings.outdir / REPORT_NAME
     report = read_report(settings)  # with --no-resume too: the rows of cases not sent again stay
     foreign = foreign_files(settings.outdir)

@@ -9,14 +9,16 @@ onto a foreign file or an input fails that case instead: an S3 prefix is listed 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Callable, FrozenSet, Iterable, List, Optional, Sequence
+from typing import Callable, FrozenSet, Iterable, Iterator, List, Optional, Sequence
 
 from ..core.errors import InputError
 from .inputs import Case, image_suffix
 from .journal import recorded_outputs
 
+LOCK_NAME = ".clara-aws-lock"
 #: Names of DICOM files as scanners write them, besides files without a suffix (checked for the preamble).
 DICOM_NAME_SUFFIXES = (".dcm", ".dicom", ".ima")
 
@@ -113,3 +115,37 @@ def _identity(path: Path):
 def _some(names: FrozenSet[str]) -> str:
     listed = sorted(names)
     return ", ".join(listed[:3]) + (f" and {len(listed) - 3} more" if len(listed) > 3 else "")
+
+
+@contextlib.contextmanager
+def one_batch_at_a_time(outdir: Path) -> Iterator[None]:
+    """Create OUTDIR and hold it for one batch: a second batch writing into it would each rewrite report.csv
+    from its own rows, and the other's would vanish. The operating system drops the lock when the process
+    ends, however it ends, so no stale lock is left to remove by hand."""
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        handle = open(outdir / LOCK_NAME, "a+b")
+    except OSError as error:
+        raise InputError(f"OUTDIR {outdir} cannot be created or written ({error.strerror or error}); give -o a "
+                         "folder you can write in.") from None
+    try:
+        try:
+            _lock(handle)
+        except OSError:
+            raise InputError(f"Another clara-aws batch is writing in OUTDIR {outdir} now; wait until it ends, or "
+                             "give -o another folder.") from None
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
+def _lock(handle) -> None:
+    if os.name == "nt":
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
