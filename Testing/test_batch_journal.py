@@ -213,3 +213,34 @@ def test_a_folder_where_an_output_goes_fails_that_case_in_words_for_a_batch(tmp_
     assert rows["case_0"].status == "ok" and rows["case_1"].status == "failed"
     assert "holds a folder named case_1.nii.gz" in rows["case_1"].message
     assert (tmp_path / "out" / "case_1.nii.gz").is_dir()
+
+
+def test_rows_of_an_earlier_model_keep_their_volumes_when_another_model_writes_in_the_folder(tmp_path):
+    write(tmp_path / "site_a" / "a.nii.gz", ct(1))
+    write(tmp_path / "site_b" / "b.nii.gz", ct(2))
+    run_batch(cases_of(tmp_path / "site_a"), recording()[1],
+              BatchSettings(outdir=tmp_path / "out", label_names=["liver", "dark"], model_name="old"))
+    run_batch(cases_of(tmp_path / "site_b"), recording()[1],
+              BatchSettings(outdir=tmp_path / "out", label_names=["Liver", "Spleen"], model_name="new"))
+    with open(tmp_path / "out" / "report.csv", newline="") as stream:
+        reader = csv.DictReader(stream)
+        table = {row["case"]: row for row in reader}
+        header = reader.fieldnames
+    assert header[3:7] == ["Liver_ml", "Spleen_ml", "liver_ml", "dark_ml"]
+    voxel_ml = float(np.prod(GRID.spacing)) / 1000
+    assert float(table["a"]["liver_ml"]) == pytest.approx(np.count_nonzero(ct(1) > 100) * voxel_ml, abs=1e-3)
+    assert float(table["a"]["dark_ml"]) == pytest.approx(np.count_nonzero(ct(1) < -100) * voxel_ml, abs=1e-3)
+    assert float(table["b"]["Liver_ml"]) == pytest.approx(np.count_nonzero(ct(2) > 100) * voxel_ml, abs=1e-3)
+    assert table["a"]["Liver_ml"] == "" and table["b"]["liver_ml"] == ""
+
+
+def test_a_report_saved_again_by_a_spreadsheet_still_resumes(tmp_path):
+    """Excel writes a byte order mark and CRLF line ends; the rows are the same."""
+    dataset(tmp_path / "in", 2)
+    run_batch(cases_of(tmp_path / "in"), recording()[1], settings(tmp_path / "out"))
+    report_path = tmp_path / "out" / "report.csv"
+    report_path.write_bytes(b"\xef\xbb\xbf" + report_path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    sent, segment = recording()
+    check_outputs(cases_of(tmp_path / "in"), settings(tmp_path / "out"), [tmp_path / "in"])
+    report = run_batch(cases_of(tmp_path / "in"), segment, settings(tmp_path / "out"))
+    assert sent == [] and statuses(report) == {"case_0": "ok", "case_1": "ok"}

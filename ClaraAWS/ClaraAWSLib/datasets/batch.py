@@ -35,7 +35,7 @@ from ..core.errors import (
 )
 from ..core.geometry import Volume
 from .inputs import Case, SeveralSeries
-from .journal import record_output
+from .journal import REPORT_ENCODING, record_output
 from .outdir import check_outdir, foreign_files, one_batch_at_a_time, overwrite_reason
 from .report import FAILED, OK, CaseRow, Report, dice_scores, label_volumes_ml
 
@@ -415,7 +415,7 @@ def read_report(settings: BatchSettings) -> Report:
 
 def _has_dice_columns(path: Path) -> bool:
     try:
-        with open(path, encoding="utf-8") as stream:
+        with open(path, encoding=REPORT_ENCODING) as stream:
             return any(column.startswith("dice_") for column in stream.readline().strip().split(","))
     except (OSError, UnicodeDecodeError):
         return False

@@ -191,7 +191,7 @@ def _folder_cases(root: Path, exclude: Iterable[Path], ids: CaseIds) -> Iterator
 
 def _msd_cases(path: Path, ids: CaseIds) -> Iterator[Case]:
     try:
-        dataset = json.loads(path.read_text(encoding="utf-8"))
+        dataset = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise InputError(f"{path} is not a readable JSON file ({error}); give a Medical Segmentation Decathlon "
                          "dataset.json.") from None

@@ -18,6 +18,8 @@ JOURNAL_NAME = ".clara-aws-outputs"
 REPORT_NAME = "report.csv"
 #: How report.csv begins: a file of that name which does not is the user's, not a batch's.
 REPORT_HEADER = "case,status,seconds"
+#: How report.csv is read: a spreadsheet that saved it again may have put a byte order mark first.
+REPORT_ENCODING = "utf-8-sig"
 #: Suffixes of the files a batch writes per case.
 OUTPUT_SUFFIXES = (".nii.gz", ".dcm")
 
@@ -35,7 +37,7 @@ def record_output(path: Path) -> None:
 
 def is_batch_report(path: Path) -> bool:
     try:
-        with open(path, encoding="utf-8") as stream:
+        with open(path, encoding=REPORT_ENCODING) as stream:
             return stream.readline().startswith(REPORT_HEADER)
     except (OSError, UnicodeDecodeError):
         return False
@@ -57,7 +59,7 @@ def recorded_outputs(folder: Path) -> FrozenSet[str]:
     report = folder / REPORT_NAME
     if is_batch_report(report):
         try:
-            with open(report, newline="", encoding="utf-8") as stream:
+            with open(report, newline="", encoding=REPORT_ENCODING) as stream:
                 cases = [row.get("case", "") for row in csv.DictReader(stream)]
         except (OSError, UnicodeDecodeError, csv.Error):
             cases = []

@@ -23,7 +23,7 @@ import numpy as np
 from ..core.errors import GeometryError, InputError
 from ..core.geometry import Volume
 from .files import replace_atomically
-from .journal import REPORT_HEADER, is_batch_report
+from .journal import REPORT_ENCODING, REPORT_HEADER, is_batch_report
 
 OK, FAILED = "ok", "failed"
 _UNSAFE = re.compile(r"[\s,;\"']+")
@@ -141,19 +141,25 @@ class Report:
 
     @classmethod
     def read(cls, path: Union[str, Path], label_names: Sequence[str], *, with_dice: bool = False) -> "Report":
-        """The report at ``path`` (to resume a run), or an empty one when there is none."""
-        report = cls(label_names, with_dice=with_dice)
+        """The report at ``path`` (to resume a run), or an empty one when there is none. Label columns of an
+        earlier model that this one lacks stay, after this model's, so no earlier row loses its volumes."""
         path = Path(path)
         if not path.exists():
-            return report
+            return cls(label_names, with_dice=with_dice)
         if not is_batch_report(path):
             raise InputError(f"{path} is not a report a ClaraAWS batch wrote (it does not begin with {REPORT_HEADER}), "
                              "so it may be yours; give -o a folder of its own.")
         try:
-            with open(path, newline="", encoding="utf-8") as stream:
-                records = list(csv.DictReader(stream))
+            with open(path, newline="", encoding=REPORT_ENCODING) as stream:
+                reader = csv.DictReader(stream)
+                records = list(reader)
+                header = list(reader.fieldnames or [])
         except (OSError, UnicodeDecodeError, csv.Error) as error:
             raise InputError(f"The existing report {path} cannot be read ({error}); move it away to start afresh.") from None
+        ours = {f"{column_label(name)}_ml" for name in label_names}
+        earlier = [column[: -len("_ml")] for column in header[: header.index("message") if "message" in header else None]
+                   if column.endswith("_ml") and column not in ours]
+        report = cls([*label_names, *earlier], with_dice=with_dice)
         for record in records:
             report._rows[record.get("case", "")] = _row_from(record, report.label_names)
         return report
