@@ -105,3 +105,20 @@ def test_the_command_chooses_by_whether_stderr_is_a_terminal(tmp_path, reference
                                                                                                   "case_2"]
         assert [line[1:].split(",")[0] for line in lines[:3]] == ["1/3 cases", "2/3 cases", "3/3 cases"]
     assert lines[-1].startswith("3 cases segmented, 0 failed.")
+
+
+def test_the_interrupted_sentence_counts_this_runs_cases_only(tmp_path):
+    """report.csv holds 10 rows of another dataset; this run of 3 cases finished 1 before Ctrl-C."""
+    from ClaraAWSLib.cli.batch_command import interrupted_text
+    from ClaraAWSLib.datasets.report import Report
+
+    report = Report(["liver"])
+    for n in range(10):
+        report.add(CaseRow(f"other_{n}", "ok", 1.0))
+    report.this_run = {"a", "b", "c"}
+    report.add(CaseRow("a", "ok", 1.0))
+    text = interrupted_text(report, 3, tmp_path)
+    assert text == (f"clara-aws: interrupted; 1 case done in {tmp_path / 'report.csv'}, and the same command again "
+                    "segments the other 2.")
+    text = interrupted_text(report, 3, tmp_path, resume=False)
+    assert "the other" not in text and "without --no-resume segments only the cases not done" in text

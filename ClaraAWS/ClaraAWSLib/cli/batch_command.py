@@ -191,12 +191,15 @@ def _interrupts() -> Iterator[None]:
             signal.signal(number, handler)
 
 
-def interrupted_text(report, total, outdir: Path) -> str:
-    ok = sum(1 for row in report.rows if row.status == "ok") if report is not None else None
+def interrupted_text(report, total, outdir: Path, *, resume: bool = True) -> str:
+    """Counts this run's cases only: report.csv may hold rows of other INPUTs an earlier run wrote there."""
+    ok = sum(1 for row in report.rows_this_run if row.status == "ok") if report is not None else None
     done = f"{ok} case{'s' if ok != 1 else ''} done" if ok is not None else "the cases done so far"
+    where = f"clara-aws: interrupted; {done} in {outdir / 'report.csv'}"
+    if not resume:  # the same command would send every case again
+        return f"{where}, and the command again without --no-resume segments only the cases not done."
     rest = f"the other {max(total - ok, 0)}" if ok is not None and total is not None else "the rest"
-    return (f"clara-aws: interrupted; {done} in {outdir / 'report.csv'}, and the same command again "
-            f"segments {rest}.")
+    return f"{where}, and the same command again segments {rest}."
 
 
 def _stop(sentence: str, display) -> None:
@@ -252,7 +255,8 @@ def run(args: argparse.Namespace, connect: Callable) -> int:
                 display.close()
                 close()
         except KeyboardInterrupt as interrupt:
-            _stop(interrupted_text(getattr(interrupt, "report", None), display.total, outdir), display)
+            _stop(interrupted_text(getattr(interrupt, "report", None), display.total, outdir,
+                                   resume=not args.no_resume), display)
             return 130
         finally:
             if stream is not sys.stderr:
