@@ -244,3 +244,23 @@ def test_a_report_saved_again_by_a_spreadsheet_still_resumes(tmp_path):
     check_outputs(cases_of(tmp_path / "in"), settings(tmp_path / "out"), [tmp_path / "in"])
     report = run_batch(cases_of(tmp_path / "in"), segment, settings(tmp_path / "out"))
     assert sent == [] and statuses(report) == {"case_0": "ok", "case_1": "ok"}
+
+
+def test_truth_given_on_a_rerun_scores_dicom_seg_outputs_without_sending_them(tmp_path):
+    """The SEG is read back onto its series' grid; a changed truth changes the Dice, still sending nothing."""
+    pytest.importorskip("highdicom")
+    from dicom_fixtures import write_series
+
+    write_series(tmp_path / "in" / "patient", ct(4), GRID)
+    run_batch(cases_of(tmp_path / "in"), recording()[1], settings(tmp_path / "out", output_format="dicom-seg"))
+    bright = (ct(4) > 100).astype(np.uint8)
+    half = bright.copy()
+    half[:, :, : GRID.size[0] // 2] = 0
+    for truth, expected in ((bright, 1.0), (half, 2 * half.sum() / (half.sum() + bright.sum())),
+                            (np.zeros_like(bright), 0.0)):
+        write(tmp_path / "truth" / "patient.nii.gz", truth)
+        sent, segment = recording()
+        report = run_batch(cases_of(tmp_path / "in"), segment,
+                           settings(tmp_path / "out", output_format="dicom-seg", truth_dir=tmp_path / "truth"))
+        (row,) = report.rows
+        assert sent == [] and row.status == "ok" and row.dice["bright"] == pytest.approx(expected)

@@ -195,16 +195,29 @@ def _done_earlier(case: Case, row: Optional[CaseRow], settings: BatchSettings) -
         return None
     if settings.truth_dir is None:
         return row
-    if output_path(case, settings).suffix == ".dcm":
-        return row if row.dice is not None or not (settings.truth_dir / f"{case.case_id}.nii.gz").is_file() else None
-    from ..core.volume_files import read_image_file
-
-    try:
-        labels = read_image_file(output_path(case, settings))
-    except ClaraError:
+    if not (settings.truth_dir / f"{case.case_id}.nii.gz").is_file():
+        return replace(row, dice=None, message="")
+    labels = _earlier_labels(case, settings)
+    if labels is None:
         return None  # an output damaged since: segment the case again
     dice, note = _dice(labels, case, settings)
     return replace(row, dice=dice, message=note)
+
+
+def _earlier_labels(case: Case, settings: BatchSettings) -> Optional[Volume]:
+    """The labels an earlier run wrote for ``case``, on its grid; None when they cannot be read back."""
+    from ..core.volume_files import read_image_file
+
+    path = output_path(case, settings)
+    try:
+        if path.suffix != ".dcm":
+            return read_image_file(path)
+        from .dicom_seg import read_dicom_seg
+
+        with case.opened() as (_, series):  # the series' slices, downloaded again for an S3 case; nothing is sent
+            return read_dicom_seg(path, series, settings.label_names)
+    except (ClaraError, SeveralSeries):
+        return None
 
 
 def _failed_row(case: Case, error: Exception, seconds: float) -> CaseRow:

@@ -175,4 +175,22 @@ def write_dicom_seg(labels: Volume, series: DicomSeries, label_names: Sequence[s
     return replace_atomically(Path(output), save, "DICOM SEG")
 
 
-__all__: List[str] = ["build_dicom_seg", "segment_codes", "write_dicom_seg"]
+def read_dicom_seg(path: Union[str, Path], series: DicomSeries, label_names: Sequence[str]) -> Volume:
+    """The labels of a DICOM SEG this module wrote for ``series``, back on the series' grid (segment n is label
+    value n); InputError when it is not a SEG of that series with one segment per label."""
+    highdicom, pydicom = _modules()
+    files, grid = sorted_slices(series)
+    uids = [pydicom.dcmread(str(file), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID
+            for file in files]
+    try:
+        segmentation = highdicom.seg.segread(str(path))
+        if len(segmentation.SegmentSequence) != len(label_names):
+            raise ValueError(f"{len(segmentation.SegmentSequence)} segments for {len(label_names)} labels")
+        pixels = segmentation.get_pixels_by_source_instance(uids, combine_segments=True,
+                                                            assert_missing_frames_are_empty=True)
+    except (OSError, ValueError, KeyError, AttributeError) as error:
+        raise InputError(f"The DICOM SEG {path} is not the labels of series {series.case_id} ({error}).") from None
+    return Volume(np.ascontiguousarray(pixels, dtype=np.uint8 if len(label_names) < 256 else np.uint16), grid)
+
+
+__all__: List[str] = ["build_dicom_seg", "read_dicom_seg", "segment_codes", "write_dicom_seg"]
