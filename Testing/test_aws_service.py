@@ -261,6 +261,17 @@ def test_command_prints_json_status(deployment):
     assert status["capacity"]["gpus_per_task"] == 1 and status["cluster_size"] == 2
 
 
+def test_command_json_after_a_wait_that_timed_out_still_prints_the_service(deployment):
+    """A script reads stdout: it gets the service as last seen and "wait": "timed out", then the exit code."""
+    out = io.StringIO()
+    args = parse("--stack", "clara", "--wait", "--timeout", "0.3", "--interval", "0.1", "--region", "us-east-1",
+                 "--aws-endpoint-url", deployment.endpoint, "--json")
+    with pytest.raises(aws.ServiceWaitTimeoutError):
+        service_command.run(args, out=out)
+    data = json.loads(out.getvalue())
+    assert data["wait"] == "timed out" and data["status"]["desired"] == 1 and data["status"]["healthy"] == 0
+
+
 def test_command_text_output_and_refusal(deployment):
     deployment.register_container_instances(1)
     out = io.StringIO()

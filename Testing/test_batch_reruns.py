@@ -196,6 +196,12 @@ def test_an_unknown_model_is_a_bad_argument_in_one_line(tmp_path, reference_serv
     assert stop.value.code == 2
     (line,) = capsys.readouterr().err.strip().split("\n")
     assert line.startswith("clara-aws batch: error: ") and line.endswith("(see 'clara-aws batch --help').")
+    for option, value in (("--jobs", "65"), ("--retries", "21")):  # the option named, as for any bad argument
+        with pytest.raises(SystemExit) as stop:
+            main(["batch", str(tmp_path / "in"), option, value])
+        assert stop.value.code == 2
+        (line,) = capsys.readouterr().err.strip().split("\n")
+        assert line.startswith(f"clara-aws batch: error: argument {option}: {value} is more than ")
 
 
 def test_dicom_seg_asked_for_image_files_says_they_stay_nifti(tmp_path, reference_server, phantom_small, capsys):

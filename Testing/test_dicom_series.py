@@ -133,8 +133,15 @@ def test_read_input_takes_a_file_or_a_folder_of_one_series(tmp_path):
 
     write_series(tmp_path / "two" / "a", array, GRID)
     write_series(tmp_path / "two" / "b", array, GRID)
-    with pytest.raises(InputError, match="holds 2 DICOM series"):
+    with pytest.raises(InputError, match=r"holds 2 DICOM series \(series 1 in a, series 1 in b\)"):
         read_input(tmp_path / "two")
+    # Two series in one folder: their numbers tell them apart, and the advice is one the user can follow.
+    write_series(tmp_path / "mixed", array, GRID, series_number=3)
+    write_series(tmp_path / "mixed", array, GRID, series_number=7)
+    with pytest.raises(InputError) as raised:
+        read_input(tmp_path / "mixed")
+    assert "(series 3 and series 7 in the folder itself); move each series' files to a folder of its own, or run " \
+           "'clara-aws batch'" in str(raised.value)
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no DICOM series"):
         read_input(tmp_path / "empty")

@@ -70,7 +70,12 @@ class AmbiguousStackError(DiscoveryError):
 
 
 class ServiceWaitTimeoutError(DiscoveryError):
-    """The ECS service's load-balancer targets did not become healthy within the time allowed."""
+    """The ECS service's load-balancer targets did not become healthy within the time allowed; ``status`` is
+    the service as last seen."""
+
+    def __init__(self, status, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ServiceCapacityError(InputError):

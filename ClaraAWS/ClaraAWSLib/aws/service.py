@@ -279,7 +279,7 @@ class ClaraService:
                 return status
             waited = clock() - started
             if waited >= timeout:
-                raise ServiceWaitTimeoutError(
+                raise ServiceWaitTimeoutError(status,
                     f"After {waited:.0f} s the service {status.service} of stack {self.stack_name} has "
                     f"{status.healthy} healthy load-balancer targets for {status.desired} desired tasks "
                     f"({status.running} running, {status.pending} pending): a GPU host may still be starting or "

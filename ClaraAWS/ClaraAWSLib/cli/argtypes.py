@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from typing import Callable, Optional
 
 
-def whole_number(minimum: int) -> Callable[[str], int]:
-    """A type accepting whole numbers of at least ``minimum``."""
+def whole_number(minimum: int, maximum: Optional[int] = None) -> Callable[[str], int]:
+    """A type accepting whole numbers from ``minimum`` to ``maximum`` (no limit when None)."""
 
     def parse(text: str) -> int:
         try:
@@ -16,6 +16,8 @@ def whole_number(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{value} is more than {maximum}")
         return value
 
     return parse

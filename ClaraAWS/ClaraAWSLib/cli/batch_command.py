@@ -43,10 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("nifti", "dicom-seg"), default="nifti",
                         help="dicom-seg: a DICOM Segmentation for DICOM inputs (needs clara-aws[dicom])")
     parser.add_argument("--truth", metavar="DIR", help="reference labels DIR/<case>.nii.gz: adds dice_<label> columns")
-    parser.add_argument("--jobs", type=whole_number(1), default=None, metavar="N",
+    parser.add_argument("--jobs", type=whole_number(1, 64), default=None, metavar="N",
                         help=f"requests in flight at once (default: with --stack, two per running task of its ECS "
                              f"service; else {DEFAULT_JOBS})")
-    parser.add_argument("--retries", type=whole_number(0), default=5, metavar="N",
+    parser.add_argument("--retries", type=whole_number(0, 20), default=5, metavar="N",
                         help="retries of a case the load balancer answers 502/503/504 or drops (default 5; never a 4xx); "
                              "pauses start near 1 s after a 502 or a dropped connection, near 5 s after a 503 or 504, and double")
     parser.add_argument("--no-resume", action="store_true", help="segment cases again even if report.csv says ok")

@@ -65,19 +65,29 @@ def _text(status) -> str:
 
 
 def run(args: argparse.Namespace, out=None) -> int:
+    from ..aws.errors import ServiceWaitTimeoutError
     from ..aws.service import ClaraService
 
     out = out or sys.stdout
     service = ClaraService.open(args.stack, profile=args.profile, region=args.region,
                                 endpoint_url=args.aws_endpoint_url)
     change = service.set_tasks(args.tasks) if args.tasks is not None else None
+
+    def as_json(status, wait) -> str:
+        return json.dumps({"status": status.as_dict(), "change": change.as_dict() if change else None, "wait": wait},
+                          indent=2)
+
     if args.wait:
-        status = service.wait_healthy(args.timeout, args.interval, progress=None if args.json else _progress)
+        try:
+            status = service.wait_healthy(args.timeout, args.interval, progress=None if args.json else _progress)
+        except ServiceWaitTimeoutError as timeout:
+            if args.json:  # a script reading the output still gets the service as last seen, then the sentence
+                print(as_json(timeout.status, "timed out"), file=out)
+            raise
     else:
         status = service.status()
     if args.json:
-        print(json.dumps({"status": status.as_dict(), "change": change.as_dict() if change else None}, indent=2),
-              file=out)
+        print(as_json(status, "healthy" if args.wait else None), file=out)
         return 0
     for note in change.notes if change else ():
         print(note, file=out)

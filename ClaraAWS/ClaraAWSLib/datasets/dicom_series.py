@@ -253,10 +253,20 @@ def read_dicom_folder(folder: Union[str, Path]) -> Volume:
     if not series:
         raise InputError(f"The folder {folder} holds no DICOM series; give an image file or a folder of DICOM slices.")
     if len(series) > 1:
-        names = ", ".join(str(s.folder.relative_to(folder) if s.folder != folder else ".") for s in series[:5])
-        raise InputError(f"The folder {folder} holds {len(series)} DICOM series (in {names}); give the folder of one "
-                         "series, or use the batch command for all of them.")
+        raise InputError(f"The folder {folder} holds {len(series)} DICOM series ({_where(series, folder)}); move "
+                         "each series' files to a folder of its own, or run 'clara-aws batch', which segments each.")
     return read_series(series[0])
+
+
+def _where(series: Sequence[DicomSeries], root: Path) -> str:
+    """E.g. ``series 2 and series 5 in the folder itself, series 1 in ct/arterial``: what tells them apart."""
+    by_folder: dict = {}
+    for item in series:
+        number = _series_number(item.files)
+        by_folder.setdefault(item.folder, []).append(f"series {number:g}" if np.isfinite(number) else "one unnumbered")
+    parts = [f"{' and '.join(numbers)} in {'the folder itself' if place == root else place.relative_to(root)}"
+             for place, numbers in list(by_folder.items())[:4]]
+    return ", ".join(parts) + (", ..." if len(by_folder) > 4 else "")
 
 
 def read_input(path: Union[str, Path]) -> Volume:
