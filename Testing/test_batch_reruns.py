@@ -145,6 +145,22 @@ def test_a_case_id_that_now_names_another_file_is_segmented_again(tmp_path):
 # --- clara-aws batch, as typed ------------------------------------------------------------------------------
 
 
+def test_a_second_dataset_with_the_same_file_names_says_which_outputs_it_replaced(tmp_path, reference_server,
+                                                                                 phantom_small, capsys):
+    volume = phantom_small.ct
+    write(tmp_path / "site1" / "case001.nii.gz", volume.array, volume.grid)
+    write(tmp_path / "site2" / "case001.nii.gz", volume.array[::-1].copy(), volume.grid)
+    assert batch(reference_server, tmp_path / "site1", "-o", tmp_path / "res") == 0
+    capsys.readouterr()
+    assert batch(reference_server, tmp_path / "site2", "-o", tmp_path / "res") == 0
+    assert "1 case (case001) replaced outputs an earlier run wrote from other inputs" in capsys.readouterr().err
+    row = rows(tmp_path / "res")["case001"]
+    assert row["input"] == str((tmp_path / "site2" / "case001.nii.gz").resolve())
+    assert str((tmp_path / "site1" / "case001.nii.gz").resolve()) in row["message"]
+    assert batch(reference_server, tmp_path / "site2", "-o", tmp_path / "res") == 0  # done: nothing replaced now
+    assert "replaced" not in capsys.readouterr().err
+
+
 def batch(server, *arguments):
     from ClaraAWSLib.cli import main
 

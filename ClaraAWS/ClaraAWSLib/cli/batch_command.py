@@ -262,6 +262,12 @@ def run(args: argparse.Namespace, connect: Callable) -> int:
             if stream is not sys.stderr:
                 stream.close()
     say(f"{summary(report)} Report: {outdir / 'report.csv'}")
+    replaced = report.replaced
+    if replaced:
+        count = f"{len(replaced)} case{'s' if len(replaced) != 1 else ''}"
+        say(f"clara-aws: {count} ({', '.join(replaced[:3])}{', ...' if len(replaced) > 3 else ''}) replaced outputs an "
+            "earlier run wrote from other inputs with the same case id; report.csv's message names each; give -o a "
+            "folder per dataset to keep both.")
     if args.format == "dicom-seg":
         _say_nifti_cases(report, outdir, say)
     return 0 if all(row.status == "ok" for row in report.rows_this_run) else 1

@@ -354,6 +354,7 @@ def _run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], setti
                clock: Callable[[], float], random: Callable[[], float]) -> Report:
     report_path = settings.outdir / REPORT_NAME
     report = read_report(settings)  # with --no-resume too: the rows of cases not sent again stay
+    before = {row.case: row for row in report.rows}
     foreign = foreign_files(settings.outdir)
     finished = report.finished() if settings.resume else {}
     report.this_run = set()
@@ -369,6 +370,10 @@ def _run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], setti
                 more_cases(len(result.cases) - 1)
             return
         unsaved = False
+        noted = _with_replaced_note(result, before.get(result.case))
+        if noted is not result:
+            report.replaced.append(result.case)
+        result = noted
         report.add(result)
         report.write(report_path)
         if progress is not None:
@@ -417,6 +422,18 @@ def _run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], setti
     if unsaved or not report_path.exists():  # an empty batch still leaves its (header-only) report
         report.write(report_path)
     return report
+
+
+REPLACED_NOTE = "It replaces the output of {input}, an earlier case of the same id."
+
+
+def _with_replaced_note(row: CaseRow, earlier: Optional[CaseRow]) -> CaseRow:
+    """An ok row whose output took the place of another input's (two datasets with the same file names into
+    one OUTDIR) says so: the earlier result is gone, and the user should know which."""
+    if row.status != OK or earlier is None or earlier.status != OK or not earlier.input or earlier.input == row.input:
+        return row
+    note = REPLACED_NOTE.format(input=earlier.input)
+    return replace(row, message=f"{row.message} {note}".strip())
 
 
 def read_report(settings: BatchSettings) -> Report:

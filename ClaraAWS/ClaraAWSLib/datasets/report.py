@@ -86,6 +86,8 @@ class Report:
         #: The cases of the run writing this report; rows of other cases stay from earlier runs into the same
         #: folder but say nothing about this one (None: every row is this run's).
         self.this_run: Optional[set] = None
+        #: Cases of this run whose output took the place of one an earlier run wrote from another input.
+        self.replaced: List[str] = []
         columns = [column_label(name) for name in self.label_names]
         if len(set(columns)) != len(columns):
             raise InputError(f"The model's labels {self.label_names} give the same report column twice; "
