@@ -394,6 +394,7 @@ def _run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], setti
             report.this_run.add(case.case_id)
             earlier = _done_earlier(case, finished.get(case.case_id), settings)
             if earlier is not None:
+                report.done_earlier.add(case.case_id)
                 if earlier != finished[case.case_id]:  # its Dice, now that --truth is given
                     report.add(earlier)
                     unsaved = True
@@ -464,4 +465,7 @@ def summary(report: Report) -> str:
     rows = report.rows_this_run
     ok = sum(1 for row in rows if row.status == OK)
     failed = len(rows) - ok
-    return f"{ok} case{'s' if ok != 1 else ''} segmented, {failed} failed."
+    earlier = len(report.done_earlier & {row.case for row in rows if row.status == OK})
+    by_earlier = ("" if not earlier else " (by an earlier run)" if earlier == ok == 1 else
+                  " (all by an earlier run)" if earlier == ok else f" ({earlier} by an earlier run)")
+    return f"{ok} case{'s' if ok != 1 else ''} segmented{by_earlier}, {failed} failed."

@@ -88,6 +88,8 @@ class Report:
         self.this_run: Optional[set] = None
         #: Cases of this run whose output took the place of one an earlier run wrote from another input.
         self.replaced: List[str] = []
+        #: Cases of this run an earlier run had finished: not sent again.
+        self.done_earlier: set = set()
         columns = [column_label(name) for name in self.label_names]
         if len(set(columns)) != len(columns):
             raise InputError(f"The model's labels {self.label_names} give the same report column twice; "
