@@ -16,6 +16,7 @@ from .errors import GeometryError, InputError, OutputError
 from .finite import NonFiniteCount, check_finite
 from .geometry import Volume
 from .native_stderr import CapturedText, last_line, quiet_native_stderr
+from .mha_nrrd_files import check_payload_complete
 from .nifti import NIFTI_VOX_OFFSET
 from .nifti_files import DEFAULT_ADVICE, NiftiVoxels, is_nifti2, locate_voxels, voxel_bytes
 
@@ -44,7 +45,10 @@ def read_image_file(path: Union[str, Path]) -> Volume:
         raise InputError(f"The input file {path} is empty (0 bytes), so it holds no image; check the file.")
     # Only what ITK's NIfTI reader reads needs its bytes checked; a file no reader takes may still be a
     # cut NIfTI file, which deserves that sentence rather than "cannot read".
-    voxels = check_nifti_complete(path, start) if _image_io(path) in ("NiftiImageIO", "") else None
+    image_io = _image_io(path)
+    voxels = check_nifti_complete(path, start) if image_io in ("NiftiImageIO", "") else None
+    if image_io in ("MetaImageIO", "NrrdImageIO"):
+        _check_payload(path, image_io)
     try:
         with quiet_native_stderr():
             image = sitk.ReadImage(str(path))
@@ -70,6 +74,30 @@ def read_image_file(path: Union[str, Path]) -> Volume:
         _check_nifti_finite(path, voxels, volume.grid.size)
     check_finite(volume, path.name)
     return volume
+
+
+def voxel_bytes_of(reader) -> int:
+    """Bytes of voxels an ImageFileReader that has read the image information will read."""
+    import SimpleITK as sitk
+
+    one = sitk.Image([1, 1], reader.GetPixelID(), reader.GetNumberOfComponents())
+    return int(np.prod(reader.GetSize(), dtype=np.int64)) * sitk.GetArrayViewFromImage(one).nbytes
+
+
+def _check_payload(path: Path, image_io: str) -> None:
+    """A .mha or .nrrd must hold every voxel its header promises, its compressed stream whole
+    (core/mha_nrrd_files.py); a header ITK cannot read is left to the read that follows."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.SetImageIO(image_io)
+    try:
+        with quiet_native_stderr():
+            reader.ReadImageInformation()
+    except RuntimeError:
+        return
+    check_payload_complete(path, image_io, voxel_bytes_of(reader), name=path.name, advice=DEFAULT_ADVICE)
 
 
 def _image_io(path: Path) -> str:

@@ -25,7 +25,8 @@ import SimpleITK as sitk
 from ..core.errors import InputError
 from ..core.inflate import InflateError, gzip_inflater
 from ..core.itk_io import ITK_FILE_IO
-from ..core.volume_files import check_nifti_complete
+from ..core.mha_nrrd_files import check_payload_complete
+from ..core.volume_files import check_nifti_complete, voxel_bytes_of
 from .limits import MIN_IMAGE_EDGE_VOXELS
 from .problems import InvalidImage, PayloadTooLarge
 from .upload import UploadedFile
@@ -69,6 +70,9 @@ def read_upload(upload: UploadedFile, max_voxels: Optional[int] = None) -> sitk.
         if IMAGE_IOS[suffix] == "NiftiImageIO":
             # ITK reads the missing end of a cut NIfTI file as zeros, and the model would segment them.
             check_nifti_complete(upload.path, name=f"The uploaded {suffix} image", advice="the upload was cut short: send it again")
+        else:  # ITK reads a damaged MetaIO stream with changed voxels, and a gzip NRRD cut in its checksum
+            check_payload_complete(upload.path, IMAGE_IOS[suffix], voxel_bytes_of(reader),
+                                   name=f"The uploaded {suffix} image", advice="send it again")
         with ITK_FILE_IO:
             image = reader.Execute()
     except InputError as exc:
