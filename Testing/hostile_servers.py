@@ -159,6 +159,8 @@ class _HostileHandler(_QuietHandler):
         "repeated": lambda n: f"{n}, {n}",  # valid: one value, repeated (RFC 9110 §8.6)
         "exact": lambda n: str(n),
         "huge": lambda n: "1" + "0" * 30,  # digits only, so valid framing, but 10^30 bytes
+        "fullwidth": lambda n: str(n).translate({ord(d): 0xFF10 + int(d) for d in "0123456789"}).encode().decode(
+            "latin-1"),  # UTF-8 bytes of fullwidth digits ("４２"), sent as they are
     }
 
     def do_content_length(self, rest, url) -> None:
@@ -170,6 +172,16 @@ class _HostileHandler(_QuietHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
+        self.close_connection = True
+
+    def do_bad_chunk(self, rest, url) -> None:
+        """A chunked answer whose first chunk size is not hexadecimal."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(b"zz\r\n[]\r\n0\r\n\r\n")
         self.close_connection = True
 
     def do_cut_json(self, rest, url) -> None:

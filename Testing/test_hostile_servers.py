@@ -201,6 +201,22 @@ def test_an_answer_claiming_an_absurd_length_is_refused_in_words_a_person_reads(
     assert "would be more than 1000 TB" in text and not re.search(r"\d{7,}", text)
 
 
+def test_a_content_length_in_fullwidth_digits_is_shown_as_sent(hostile):
+    here, _ = hostile
+    with pytest.raises(errors.MalformedResponseError) as raised:
+        AIAAClient(f"{here.url}/content-length/fullwidth").models()
+    text = one_sentence(raised.value)
+    assert "invalid Content-Length" in text and re.search("'[\uff10-\uff19]+'", text), text
+
+
+def test_a_chunk_size_that_is_no_number_is_a_framing_error_not_a_cut(hostile):
+    here, _ = hostile
+    with pytest.raises(errors.MalformedResponseError) as raised:
+        AIAAClient(f"{here.url}/bad-chunk").models()
+    text = one_sentence(raised.value)
+    assert "chunk whose size is not a hexadecimal number" in text and "cut off" not in text
+
+
 def test_json_cut_off_midway_says_so(hostile):
     here, _ = hostile
     with pytest.raises(errors.MalformedResponseError) as raised:

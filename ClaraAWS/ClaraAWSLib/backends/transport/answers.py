@@ -66,6 +66,10 @@ def _frame_by(response: requests.Response, length: int) -> None:
 
 
 def framing_error(url: str, declared: str, details: str = "") -> MalformedResponseError:
+    try:  # http.client decodes header bytes as Latin-1: UTF-8 text ("５", a fullwidth 5) shows as it was sent
+        declared = declared.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        pass
     shown = declared if len(declared) <= 40 else declared[:40] + "..."
     return MalformedResponseError(
         f"The server at {origin_text(url)} answered with an invalid Content-Length ({shown!r}), so where its answer "

@@ -417,6 +417,11 @@ class HttpTransport:
                 f"The connection to {host} broke while the answer was downloading; try again.", details=str(error)
             ) from error
         except requests.exceptions.RequestException as error:  # e.g. a body shorter than announced
+            if "InvalidChunkLength" in str(error):  # not a cut: the server's chunked framing is broken
+                raise MalformedResponseError(
+                    f"The answer from {host} has a chunk whose size is not a hexadecimal number, so where it ends "
+                    "cannot be known (RFC 9112 §7.1); nothing was changed: check the server or the proxy in front of it.",
+                    details=str(error)) from error
             raise MalformedResponseError(
                 f"The answer from {host} arrived incomplete (the connection was cut off); try again.", details=str(error)
             ) from error
