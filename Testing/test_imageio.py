@@ -230,6 +230,32 @@ def test_an_edits_answer_decodes_to_its_labelled_box(tmp_path, oblique_grid, mon
         decode_label_box(bytes(flipped))
 
 
+@pytest.mark.parametrize("step", [7, 1000, 64 * 1024])
+@pytest.mark.usefixtures("inflater")
+def test_label_boxes_of_random_answers_match_argwhere(oblique_grid, monkeypatch, step):
+    """Islands anywhere, the grid's first and last voxels included, through steps that split them."""
+    import ClaraAWSLib.core.result_images as result_images
+    from ClaraAWSLib.core.imageio import decode_label_box
+
+    monkeypatch.setattr(result_images, "BOX_INFLATE_STEP", step)
+    monkeypatch.setattr(result_images, "_ZEROS", bytes(step))
+    rng = np.random.default_rng(step)
+    shape = oblique_grid.size[::-1]
+    for trial in range(12):
+        array = np.zeros(shape, np.uint16 if trial % 3 == 0 else np.uint8)
+        for _ in range(rng.integers(1, 4)):
+            low = [int(rng.integers(0, n)) for n in shape]
+            high = [min(n, a + int(rng.integers(1, 6))) for n, a in zip(shape, low)]
+            array[low[0]:high[0], low[1]:high[1], low[2]:high[2]] = rng.integers(1, 4)
+        if trial == 0:
+            array[0, 0, 0] = 1
+        if trial == 1:
+            array[-1, -1, -1] = 3
+        start, box = _box_of(array)
+        decoded = decode_label_box(encode_volume(Volume(array, oblique_grid)).data)
+        assert decoded.start == start and np.array_equal(decoded.array, box), trial
+
+
 @pytest.mark.usefixtures("inflater")
 def test_an_edits_answer_box_respects_the_slice_limit_and_the_label_rules(oblique_grid):
     from ClaraAWSLib.core.imageio import SliceLimit, decode_label_box
