@@ -116,3 +116,47 @@ def test_a_hand_written_nrrd_with_comments_and_crlf_and_a_gzip_of_two_members_re
     path.write_bytes(header + gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
     assert np.array_equal(read_image_file(path).array, array)
     assert post_work(reference_server.url, "segmentation", SEG, path).status_code == 200
+
+
+def _mha(path, lines, payload):
+    path.write_bytes("\n".join(["ObjectType = Image", "NDims = 3", "DimSize = 24 24 16", "ElementType = MET_SHORT",
+                                *lines, "ElementDataFile = LOCAL"]).encode() + b"\n" + payload)
+    return path
+
+
+def test_a_compressed_mha_without_its_compressed_size_is_refused_as_itk_reads_it_wrong(tmp_path):
+    """MetaIO takes the whole file, header included, for the stream when CompressedDataSize is missing or 0."""
+    import zlib
+
+    stream = zlib.compress(ct_array().tobytes())
+    for lines in (["CompressedData = True"], ["CompressedData = True", "CompressedDataSize = 0"]):
+        path = _mha(tmp_path / "no_size.mha", lines, stream)
+        try:
+            wrong = not np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), ct_array())
+        except RuntimeError:
+            wrong = True
+        assert wrong
+        with pytest.raises(InputError, match="not how many bytes they take"):
+            read_image_file(path)
+    # MetaIO reads a boolean from its first letter: "1" and "t" say compressed, as "True" does.
+    for flag in ("1", "t", "True"):
+        path = _mha(tmp_path / "flag.mha", [f"CompressedData = {flag}", f"CompressedDataSize = {len(stream)}"], stream)
+        assert np.array_equal(read_image_file(path).array, ct_array())
+    # A CompressedDataSize short of the stream: MetaIO inflates those bytes only.
+    path = _mha(tmp_path / "short.mha", ["CompressedData = True", f"CompressedDataSize = {len(stream) - 40}"], stream)
+    with pytest.raises(InputError, match="incomplete"):
+        read_image_file(path)
+
+
+def test_nrrd_key_value_pairs_and_zero_skips_do_not_change_what_is_checked(tmp_path):
+    import gzip
+
+    stream = gzip.compress(ct_array().tobytes())
+    header = ("NRRD0005\ntype: short\ndimension: 3\nsizes: 24 24 16\nendian: little\nencoding: gzip\n"
+              "encoding:=raw\nline skip: 0\n\n").encode()
+    path = tmp_path / "kv.nrrd"
+    path.write_bytes(header + stream)
+    assert np.array_equal(read_image_file(path).array, ct_array())
+    path.write_bytes(header + stream[:-3])  # cut inside the gzip trailer: teem reads it, the check does not
+    with pytest.raises(InputError, match="incomplete"):
+        read_image_file(path)

@@ -33,10 +33,12 @@ _NRRD_UNFOLLOWED_FIELDS = (b"lineskip", b"byteskip", b"datafile")
 
 @dataclass(frozen=True)
 class Payload:
-    """Where a file's voxels start, and how they are stored: None (raw), "zlib" (MetaIO) or "gzip" (NRRD)."""
+    """Where a file's voxels start, and how they are stored: None (raw), "zlib" (MetaIO) or "gzip" (NRRD);
+    ``stored_bytes``: how many compressed bytes the reader takes (MetaIO's CompressedDataSize)."""
 
     offset: int
     compression: Optional[str]
+    stored_bytes: Optional[int] = None
 
 
 def locate_payload(path: Path, image_io: str) -> Optional[Payload]:
@@ -51,22 +53,27 @@ def locate_payload(path: Path, image_io: str) -> Optional[Payload]:
 
 
 def _metaimage_payload(head: bytes) -> Optional[Payload]:
-    compressed, position = False, 0
+    """MetaIO matches keys as written and takes a boolean from its first letter (T, t or 1)."""
+    compressed, stored, position = False, None, 0
     while True:
         end = head.find(b"\n", position)
         if end < 0:
             return None
         line, position = head[position:end], end + 1
         key, separator, value = line.replace(b":", b"=", 1).partition(b"=")
-        key, value = key.strip().lower(), value.strip().lower()
+        key, value = key.strip(), value.strip()
         if not separator:
             continue
-        if key == b"headersize":
+        if key == b"HeaderSize":
             return None
-        if key == b"compresseddata":
-            compressed = value == b"true"
-        if key == b"elementdatafile":
-            return Payload(position, "zlib" if compressed else None) if value in _METAIMAGE_LOCAL else None
+        if key == b"CompressedData":
+            compressed = value[:1] in (b"T", b"t", b"1")
+        if key == b"CompressedDataSize":
+            stored = int(value) if value.isdigit() else 0
+        if key == b"ElementDataFile":
+            if value.lower() not in _METAIMAGE_LOCAL:
+                return None
+            return Payload(position, "zlib", stored) if compressed else Payload(position, None)
 
 
 def _nrrd_payload(head: bytes) -> Optional[Payload]:
@@ -80,8 +87,10 @@ def _nrrd_payload(head: bytes) -> Optional[Payload]:
         if not line:
             return Payload(start, _NRRD_FOLLOWED[encoding]) if encoding in _NRRD_FOLLOWED else None
         name, _, value = line.partition(b":")
+        if value.startswith(b"="):
+            continue  # a key/value pair ("key:=value"), not a field
         name = re.sub(rb"[\s_-]", b"", name).lower()
-        if name in _NRRD_UNFOLLOWED_FIELDS:
+        if name in _NRRD_UNFOLLOWED_FIELDS and value.strip() not in (b"0",):  # a skip of 0 skips nothing
             return None
         if name == b"encoding":
             encoding = value.lstrip(b"=").strip().lower()
@@ -103,8 +112,19 @@ def check_payload_complete(path: Path, image_io: str, voxel_bytes: int, *, name:
                                  f"{voxel_bytes}; {advice}.")
             return
         factory = gzip_inflater if payload.compression == "gzip" else lambda: zlib.decompressobj(zlib.MAX_WBITS)
+        if payload.compression == "zlib" and not payload.stored_bytes:
+            # MetaIO then inflates the wrong bytes, and says only "Uncompress failed".
+            raise InputError(f"{name} says its voxels are compressed but not how many bytes they take (no "
+                             f"CompressedDataSize), so ITK would read them wrong; {advice}.")
+        left = [payload.stored_bytes if payload.compression == "zlib" else path.stat().st_size]
+
+        def read(count: int) -> bytes:  # MetaIO inflates its CompressedDataSize bytes and no others
+            data = stream.read(min(count, left[0]))
+            left[0] -= len(data)
+            return data
+
         try:
-            produced, whole = _inflate(stream.read, factory, payload.compression == "gzip", voxel_bytes)
+            produced, whole = _inflate(read, factory, payload.compression == "gzip", voxel_bytes)
         except InflateError as error:
             raise InputError(f"{name} is damaged: its compressed voxels do not inflate ({error}); {advice}.") from None
     if produced < voxel_bytes:
