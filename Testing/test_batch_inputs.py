@@ -294,6 +294,7 @@ def test_a_cases_downloaded_slices_are_gone_before_its_row_is_delivered(dicom_bu
     monkeypatch.setattr(tempfile, "tempdir", None)
     (case,) = expand_inputs("s3://hospital/dicom/Doe Jane/", s3_client=s3)
     settings = BatchSettings(outdir=tmp_path / "out", label_names=["bright"], model_name="m")
+    settings.outdir.mkdir()  # as run_batch makes it before any case
     seen = []
 
     def deliver(row):

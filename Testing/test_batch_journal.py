@@ -264,3 +264,87 @@ def test_truth_given_on_a_rerun_scores_dicom_seg_outputs_without_sending_them(tm
                            settings(tmp_path / "out", output_format="dicom-seg", truth_dir=tmp_path / "truth"))
         (row,) = report.rows
         assert sent == [] and row.status == "ok" and row.dice["bright"] == pytest.approx(expected)
+
+
+def test_columns_a_person_added_to_the_report_stay_and_moved_columns_still_resume(tmp_path):
+    dataset(tmp_path / "in", 2)
+    run_batch(cases_of(tmp_path / "in"), recording()[1], settings(tmp_path / "out"))
+    report_path = tmp_path / "out" / "report.csv"
+    with open(report_path, newline="") as stream:
+        table = list(csv.DictReader(stream))
+    columns = ["notes", *reversed(list(table[0]))]  # a column of notes first, ours in another order
+    with open(report_path, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, columns)
+        writer.writeheader()
+        for row in table:
+            writer.writerow({**row, "notes": f"checked {row['case']} by hand"})
+        writer.writerow({column: "" for column in columns})  # a spreadsheet's row of empty cells
+    write(tmp_path / "in" / "case_2.nii.gz", ct(2))
+    sent, segment = recording()
+    report = run_batch(cases_of(tmp_path / "in"), segment, settings(tmp_path / "out"))
+    assert len(sent) == 1 and sorted(row.case for row in report.rows) == ["case_0", "case_1", "case_2"]
+    with open(report_path, newline="") as stream:
+        kept = {row["case"]: row["notes"] for row in csv.DictReader(stream)}
+    assert kept == {"case_0": "checked case_0 by hand", "case_1": "checked case_1 by hand", "case_2": ""}
+    # A case sent again keeps its note.
+    run_batch(cases_of(tmp_path / "in" / "case_0.nii.gz"), recording()[1], settings(tmp_path / "out", resume=False))
+    with open(report_path, newline="") as stream:
+        assert {row["case"]: row["notes"] for row in csv.DictReader(stream)}["case_0"] == "checked case_0 by hand"
+
+
+def test_a_batch_stops_when_its_outdir_is_removed_and_never_writes_into_the_folder_made_in_its_place(tmp_path):
+    import shutil
+
+    from ClaraAWSLib.core.errors import OutputError
+
+    dataset(tmp_path / "in", 4)
+    outdir = tmp_path / "out"
+    count = [0]
+    sent, segment = recording()
+
+    def meanwhile(volume):
+        count[0] += 1
+        if count[0] == 2:  # the user deletes OUTDIR; another batch makes it again and writes its report
+            shutil.rmtree(outdir)
+            outdir.mkdir()
+            (outdir / "report.csv").write_text("case,status,seconds,message\nother,ok,1.0,\n")
+        return segment(volume)
+
+    with pytest.raises(OutputError, match="was removed or replaced while the batch ran"):
+        run_batch(cases_of(tmp_path / "in"), meanwhile, settings(outdir))
+    assert sorted(p.name for p in outdir.iterdir()) == ["report.csv"]
+    assert (outdir / "report.csv").read_text() == "case,status,seconds,message\nother,ok,1.0,\n"
+
+
+def test_half_written_files_a_killed_batch_left_are_removed_by_the_next(tmp_path):
+    dataset(tmp_path / "in", 1)
+    (tmp_path / "out").mkdir()
+    stale = [".report.csv.0a1b2c3d.partial", ".case_0.deadbeef.partial.nii.gz"]
+    for name in stale:
+        (tmp_path / "out" / name).write_bytes(b"half")
+    (tmp_path / "out" / ".my_notes.partial.txt").write_text("not ours: no 8-hex token")
+    run_batch(cases_of(tmp_path / "in"), recording()[1], settings(tmp_path / "out"))
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert not names & set(stale) and ".my_notes.partial.txt" in names
+
+
+def test_an_empty_outdir_argument_is_a_bad_argument(tmp_path, monkeypatch, capsys):
+    from ClaraAWSLib.cli import main
+
+    dataset(tmp_path / "in", 1)
+    monkeypatch.chdir(tmp_path)
+    assert main(["batch", "--server", "http://127.0.0.1:9", "--model", "m", str(tmp_path / "in"), "-o", ""]) == 2
+    assert "-o OUTDIR is empty" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_a_write_refused_for_permission_says_so_not_to_free_disk_space(tmp_path):
+    from ClaraAWSLib.core.errors import OutputError
+    from ClaraAWSLib.datasets.files import replace_atomically
+
+    def refused(partial):
+        raise PermissionError(1, "Operation not permitted")
+
+    with pytest.raises(OutputError) as raised:
+        replace_atomically(tmp_path / "report.csv", refused, "report")
+    assert "make the folder writable" in str(raised.value) and "disk space" not in str(raised.value)

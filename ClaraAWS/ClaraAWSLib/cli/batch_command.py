@@ -223,10 +223,12 @@ def _stop(sentence: str, display) -> None:
 
 
 def run(args: argparse.Namespace, connect: Callable) -> int:
-    from ..core.errors import InputError
+    from ..core.errors import InputError, OutputError
     from ..datasets.batch import BatchSettings, check_outputs, retrying, run_batch, summary
     from .batch_progress import BatchProgress
 
+    if not args.out.strip():  # an unset shell variable: not "here"
+        raise InputError("-o OUTDIR is empty; give the folder for the label images and report.csv.")
     outdir = Path(args.out)
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"OUTDIR {outdir} is a file; give a folder for the label images and report.csv.")
@@ -249,8 +251,13 @@ def run(args: argparse.Namespace, connect: Callable) -> int:
                                          attempts=args.retries + 1, resume=not args.no_resume)
                 check_outputs(cases if isinstance(cases, list) else [], settings,
                               [Path(spec) for spec in args.inputs if not spec.lower().startswith("s3://")])
-                report = run_batch(listed_ahead(cases, display), segment, settings, progress=display.finished,
-                                   skipped=display.skipped, more_cases=display.more_cases)
+                try:
+                    report = run_batch(listed_ahead(cases, display), segment, settings, progress=display.finished,
+                                       skipped=display.skipped, more_cases=display.more_cases)
+                except OutputError as error:  # report.csv could not be saved once cases were under way
+                    display.close()
+                    say(f"clara-aws: error: {error}")
+                    return 1
             finally:
                 display.close()
                 close()

@@ -220,10 +220,20 @@ def write_image_file(volume: Volume, path: Union[str, Path]) -> None:
         os.replace(partial, path)
     except (RuntimeError, OSError) as error:
         reason = _write_failure_reason(error, noise.text())
-        raise OutputError(f"Could not write {path} ({reason}); {kept}: free some disk space or choose another place.") from None
+        raise OutputError(f"Could not write {path} ({reason}); {kept}: {write_advice(reason)}.") from None
     finally:
         with contextlib.suppress(OSError):
             partial.unlink()
+
+
+def write_advice(reason: str) -> str:
+    """What to do about a write that failed for ``reason`` (an OSError's strerror, or ours)."""
+    reason = reason.lower()
+    if any(word in reason for word in ("permission", "not permitted", "read-only")):
+        return "make the folder writable or choose another place"
+    if any(word in reason for word in ("no space", "disk is full", "quota", "too large", "larger than allowed")):
+        return "free some disk space or choose another place"
+    return "choose another place"
 
 
 def _write_failure_reason(error: Exception, native_text: str) -> str:

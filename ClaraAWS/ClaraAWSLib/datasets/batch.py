@@ -36,7 +36,7 @@ from ..core.errors import (
 from ..core.geometry import Volume
 from .inputs import Case, SeveralSeries
 from .journal import REPORT_ENCODING, record_output
-from .outdir import check_outdir, foreign_files, one_batch_at_a_time, overwrite_reason
+from .outdir import check_outdir, folder_identity, foreign_files, one_batch_at_a_time, overwrite_reason
 from .report import FAILED, OK, CaseRow, Report, dice_scores, label_volumes_ml
 
 REPORT_NAME = "report.csv"
@@ -144,8 +144,9 @@ class WriteGate:
             self._condition.wait_for(lambda: self._writers == 0, timeout)
 
 
-def _write(case: Case, labels: Volume, settings: BatchSettings, series, foreign: FrozenSet[str]) -> Path:
-    from ..core.volume_files import write_image_file
+def _write(case: Case, labels: Volume, settings: BatchSettings, series, foreign: FrozenSet[str],
+           outdir_id: Optional[Tuple[int, int]] = None) -> Path:
+    from ..core.volume_files import write_advice, write_image_file
 
     path = output_path(case, settings)
     if path.is_dir():
@@ -154,12 +155,15 @@ def _write(case: Case, labels: Volume, settings: BatchSettings, series, foreign:
     reason = overwrite_reason(case, path, foreign)
     if reason is not None:
         raise OutputError(f"{reason}; nothing was written: give -o a folder of its own.")
+    if outdir_id is not None and folder_identity(settings.outdir) != outdir_id:
+        raise OutputError(f"OUTDIR {settings.outdir} was removed or replaced while the batch ran; nothing was written: "
+                          "run the batch again.")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         record_output(path)  # before the file exists: no crash leaves an output its folder does not claim
     except OSError as error:
-        raise OutputError(f"Could not write in {path.parent} ({error.strerror or error}); nothing was written: free "
-                          "some disk space or choose another place.") from None
+        reason = str(error.strerror or error)
+        raise OutputError(f"Could not write in {path.parent} ({reason}); nothing was written: "
+                          f"{write_advice(reason)}.") from None
     if path.suffix == ".dcm":
         from .dicom_seg import write_dicom_seg
 
@@ -189,9 +193,8 @@ def _done_earlier(case: Case, row: Optional[CaseRow], settings: BatchSettings) -
     now against ``--truth``; None when the case must be sent (again)."""
     if row is None or not output_path(case, settings).is_file():
         return None
-    # "": a report of an older version, which recorded no model and no input
-    if row.input_stamp not in ("", case.input_stamp()) or row.model not in ("", settings.model_name) \
-            or row.input not in ("", case.input_name):
+    # A row that does not say which model and input (its columns edited away) cannot show the case is done.
+    if row.input_stamp != case.input_stamp() or row.model != settings.model_name or row.input != case.input_name:
         return None
     if settings.truth_dir is None:
         return row
@@ -231,13 +234,15 @@ def process_case(case: Case, segment: Callable[[Volume], Volume], settings: Batc
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                  random: Callable[[], float] = _random.random, gate: Optional[WriteGate] = None,
                  deliver: Optional[Callable[[Union[CaseRow, SeveralSeries]], None]] = None,
-                 foreign: FrozenSet[str] = frozenset()) -> Union[CaseRow, SeveralSeries, None]:
+                 foreign: FrozenSet[str] = frozenset(),
+                 outdir_id: Optional[Tuple[int, int]] = None) -> Union[CaseRow, SeveralSeries, None]:
     """One case from input to output file and report row; every failure becomes the row's one sentence.
 
     ``deliver(row)`` runs before the return, for an ok row still inside ``gate``: an interruption then
     finds every output it let through already delivered. None when ``gate`` had stopped before the
     output was written: the case was abandoned. SeveralSeries when the case turned out to be several.
-    ``foreign``: files in OUTDIR that are the user's (outdir.foreign_files), never written over.
+    ``foreign``: files in OUTDIR that are the user's (outdir.foreign_files), never written over; ``outdir_id``:
+    OUTDIR's identity when the batch began (nothing is written into a folder that replaced it).
     """
     started = clock()
     stamp = case.input_stamp()  # before reading: a file replaced meanwhile is sent again by the next run
@@ -264,7 +269,7 @@ def process_case(case: Case, segment: Callable[[Volume], Volume], settings: Batc
             if not allowed:
                 return None
             try:
-                _write(case, labels, settings, series, foreign)
+                _write(case, labels, settings, series, foreign, outdir_id)
                 dice, note = _dice(labels, case, settings)
                 row = CaseRow(case.case_id, OK, clock() - started, label_volumes_ml(labels, settings.label_names),
                               dice, message=note, input_stamp=stamp, model=settings.model_name,
@@ -356,7 +361,15 @@ def _run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], setti
     report = read_report(settings)  # with --no-resume too: the rows of cases not sent again stay
     before = {row.case: row for row in report.rows}
     foreign = foreign_files(settings.outdir)
+    outdir_id = folder_identity(settings.outdir)
     finished = report.finished() if settings.resume else {}
+
+    def save() -> None:
+        if folder_identity(settings.outdir) != outdir_id:  # another batch may own the folder now: keep out
+            raise OutputError(f"OUTDIR {settings.outdir} was removed or replaced while the batch ran, so the batch "
+                              "stopped; run it again to finish the cases not done.")
+        report.write(report_path)
+
     report.this_run = set()
     listed = iter(cases)
     split_off: Deque[Case] = collections.deque()  # the cases of an S3 folder of several series, sent first
@@ -375,14 +388,14 @@ def _run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], setti
             report.replaced.append(result.case)
         result = noted
         report.add(result)
-        report.write(report_path)
+        save()
         if progress is not None:
             progress(result)
 
     gate = WriteGate()
     workers = _Workers(settings.workers, lambda case, deliver: process_case(
         case, segment, settings, sleep=sleep, clock=clock, random=random, gate=gate, deliver=deliver,
-        foreign=foreign))
+        foreign=foreign, outdir_id=outdir_id))
     try:
         while True:
             case = split_off.popleft() if split_off else next(listed, None)
@@ -414,14 +427,15 @@ def _run_batch(cases: Iterable[Case], segment: Callable[[Volume], Volume], setti
             if isinstance(result, CaseRow):
                 report.add(result)
         if report.rows or report_path.exists():  # an INPUT refused at once leaves no empty report behind
-            report.write(report_path)
+            with contextlib.suppress(OutputError):  # the error that stopped the batch is the one to tell
+                save()
         if isinstance(error, KeyboardInterrupt):
             raise BatchInterrupted(report) from None
         raise
     finally:
         workers.close()
     if unsaved or not report_path.exists():  # an empty batch still leaves its (header-only) report
-        report.write(report_path)
+        save()
     return report
 
 

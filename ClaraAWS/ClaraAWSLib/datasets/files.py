@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..core.errors import OutputError
+from ..core.volume_files import write_advice
 
 
 def replace_atomically(path: Path, write: Callable[[Path], None], what: str) -> Path:
@@ -27,8 +28,8 @@ def replace_atomically(path: Path, write: Callable[[Path], None], what: str) -> 
         write(partial)
         os.replace(partial, path)
     except OSError as error:
-        raise OutputError(f"Could not write the {what} {path} ({error.strerror or error}); {kept}: free some disk "
-                          "space or choose another place.") from None
+        reason = str(error.strerror or error)
+        raise OutputError(f"Could not write the {what} {path} ({reason}); {kept}: {write_advice(reason)}.") from None
     finally:
         with contextlib.suppress(OSError):
             partial.unlink()

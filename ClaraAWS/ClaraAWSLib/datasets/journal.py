@@ -36,11 +36,16 @@ def record_output(path: Path) -> None:
 
 
 def is_batch_report(path: Path) -> bool:
+    """report.csv as a batch wrote it, or, beside a batch's journal, with its columns moved or added to."""
     try:
         with open(path, encoding=REPORT_ENCODING) as stream:
-            return stream.readline().startswith(REPORT_HEADER)
+            first = stream.readline()
     except (OSError, UnicodeDecodeError):
         return False
+    if first.startswith(REPORT_HEADER):
+        return True
+    columns = set(next(csv.reader([first]), []))
+    return (path.parent / JOURNAL_NAME).is_file() and set(REPORT_HEADER.split(",")) <= columns
 
 
 def written_by_batch(folder: Path) -> bool:

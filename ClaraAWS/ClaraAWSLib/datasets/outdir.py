@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
-from typing import Callable, FrozenSet, Iterable, Iterator, List, Optional, Sequence
+from typing import Callable, FrozenSet, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from ..core.errors import InputError
 from .inputs import Case, image_suffix
 from .journal import recorded_outputs
 
 LOCK_NAME = ".clara-aws-lock"
+#: How files.replace_atomically and volume_files.write_image_file name a file while it is written.
+_PARTIAL = re.compile(r"\.[0-9a-f]{8}\.partial(\.|$)")
 #: Names of DICOM files as scanners write them, besides files without a suffix (checked for the preamble).
 DICOM_NAME_SUFFIXES = (".dcm", ".dicom", ".ima")
 
@@ -104,6 +107,15 @@ def check_outdir(cases: Sequence[Case], output_of: Callable[[Case], Path], outdi
                              "folder.")
 
 
+def folder_identity(folder: Path) -> Optional[Tuple[int, int]]:
+    """(device, inode) of ``folder``, None when it is gone: a folder removed and made again is another one."""
+    try:
+        status = folder.stat()
+        return status.st_dev, status.st_ino
+    except OSError:
+        return None
+
+
 def _identity(path: Path):
     try:
         status = path.stat()
@@ -134,9 +146,19 @@ def one_batch_at_a_time(outdir: Path) -> Iterator[None]:
         except OSError:
             raise InputError(f"Another clara-aws batch is writing in OUTDIR {outdir} now; wait until it ends, or "
                              "give -o another folder.") from None
+        _remove_stale_partials(outdir)
         yield
     finally:
         handle.close()  # releases the lock
+
+
+def _remove_stale_partials(outdir: Path) -> None:
+    """Hidden half-written files a killed batch left (``.<name>.<8 hex>.partial...``): with the lock held, no
+    batch is writing them."""
+    for path in outdir.iterdir():
+        if path.name.startswith(".") and _PARTIAL.search(path.name) and path.is_file():
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def _lock(handle) -> None:

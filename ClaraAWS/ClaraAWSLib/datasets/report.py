@@ -74,6 +74,8 @@ class CaseRow:
     #: The model that segmented it and the input it came from: a rerun with another sends the case again.
     model: str = ""
     input: str = ""
+    #: Cells of columns a person added to report.csv (notes, say), kept as they were.
+    extra: Dict[str, str] = field(default_factory=dict)
 
 
 class Report:
@@ -90,6 +92,8 @@ class Report:
         self.replaced: List[str] = []
         #: Cases of this run an earlier run had finished: not sent again.
         self.done_earlier: set = set()
+        #: Columns a person added to report.csv, written after ours.
+        self.extra_columns: List[str] = []
         columns = [column_label(name) for name in self.label_names]
         if len(set(columns)) != len(columns):
             raise InputError(f"The model's labels {self.label_names} give the same report column twice; "
@@ -100,7 +104,7 @@ class Report:
         names = [column_label(name) for name in self.label_names]
         dice = [f"dice_{name}" for name in names] if self.with_dice else []
         return ["case", "status", "seconds", *[f"{name}_ml" for name in names], *dice, "message", "model", "input",
-                "input_stamp"]
+                "input_stamp", *self.extra_columns]
 
     @property
     def rows(self) -> List[CaseRow]:
@@ -113,7 +117,9 @@ class Report:
     def add(self, row: CaseRow) -> None:
         if row.status not in (OK, FAILED):
             raise ValueError(f"status must be '{OK}' or '{FAILED}', not {row.status!r}")
-        self._rows.pop(row.case, None)
+        earlier = self._rows.pop(row.case, None)
+        if earlier is not None and earlier.extra and not row.extra:  # a person's notes stay with the case
+            row.extra = dict(earlier.extra)
         self._rows[row.case] = row
 
     def finished(self) -> Dict[str, CaseRow]:
@@ -129,7 +135,7 @@ class Report:
         if self.with_dice:
             dice = [number((row.dice or {}).get(name), 4) if row.status == OK else "" for name in self.label_names]
         return [row.case, row.status, number(row.seconds, 2), *volumes, *dice, one_line(row.message), row.model,
-                row.input, row.input_stamp]
+                row.input, row.input_stamp, *[row.extra.get(column, "") for column in self.extra_columns]]
 
     def write(self, path: Union[str, Path]) -> Path:
         """Replace ``path`` with the current rows in one rename; OutputError (the old file kept) otherwise."""
@@ -164,8 +170,13 @@ class Report:
         earlier = [column[: -len("_ml")] for column in header[: header.index("message") if "message" in header else None]
                    if column.endswith("_ml") and column not in ours]
         report = cls([*label_names, *earlier], with_dice=with_dice)
+        ours = set(report.columns) | {column for column in header if column.startswith("dice_")}
+        report.extra_columns = [column for column in header if column and column not in ours]
         for record in records:
-            report._rows[record.get("case", "")] = _row_from(record, report.label_names)
+            if (record.get("case") or "").strip():  # a spreadsheet's row of empty cells is no case
+                row = _row_from(record, report.label_names)
+                row.extra = {column: record.get(column) or "" for column in report.extra_columns}
+                report._rows[record["case"]] = row
         return report
 
 
