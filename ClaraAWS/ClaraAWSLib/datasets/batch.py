@@ -35,7 +35,7 @@ from ..core.errors import (
 )
 from ..core.geometry import Volume
 from .inputs import Case, SeveralSeries
-from .journal import REPORT_ENCODING, record_output
+from .journal import record_output
 from .outdir import check_outdir, folder_identity, foreign_files, one_batch_at_a_time, overwrite_reason
 from .report import FAILED, OK, CaseRow, Report, dice_scores, label_volumes_ml
 
@@ -453,17 +453,7 @@ def _with_replaced_note(row: CaseRow, earlier: Optional[CaseRow]) -> CaseRow:
 
 def read_report(settings: BatchSettings) -> Report:
     """OUTDIR's report.csv as earlier runs left it; it keeps its Dice columns when this run has no --truth."""
-    path = settings.outdir / REPORT_NAME
-    with_dice = settings.truth_dir is not None or _has_dice_columns(path)
-    return Report.read(path, settings.label_names, with_dice=with_dice)
-
-
-def _has_dice_columns(path: Path) -> bool:
-    try:
-        with open(path, encoding=REPORT_ENCODING) as stream:
-            return any(column.startswith("dice_") for column in stream.readline().strip().split(","))
-    except (OSError, UnicodeDecodeError):
-        return False
+    return Report.read(settings.outdir / REPORT_NAME, settings.label_names, with_dice=settings.truth_dir is not None)
 
 
 def check_outputs(cases: Sequence[Case], settings: BatchSettings, input_folders: Iterable[Path]) -> None:

@@ -154,6 +154,11 @@ class SeveralSeries(Exception):
         self.cases = cases
 
 
+def has_dicom_preamble(head: bytes) -> bool:
+    """Whether a file's first 132 bytes are a DICOM file's: a 128-byte preamble, then "DICM"."""
+    return head[128:132] == b"DICM"
+
+
 def input_name(kind: str, source: str, series_uid: Optional[str] = None) -> str:
     name = source if kind.startswith("s3") else str(Path(source).resolve())
     return f"{name} (series {series_uid})" if kind in ("dicom", "s3-dicom") and series_uid else name
@@ -299,7 +304,7 @@ class S3Source:
             head = self.client.get_object(Bucket=self.bucket, Key=key, Range="bytes=0-131")["Body"].read()
         except Exception:  # noqa: BLE001 - an unreadable object makes no case; a real failure shows when listing
             return False
-        return head[128:132] == b"DICM"
+        return has_dicom_preamble(head)
 
     @contextlib.contextmanager
     def downloaded_series(self, case: Case) -> Iterator[DicomSeries]:

@@ -48,10 +48,6 @@ def is_batch_report(path: Path) -> bool:
     return (path.parent / JOURNAL_NAME).is_file() and set(REPORT_HEADER.split(",")) <= columns
 
 
-def written_by_batch(folder: Path) -> bool:
-    return (folder / JOURNAL_NAME).is_file() or is_batch_report(folder / REPORT_NAME)
-
-
 def recorded_outputs(folder: Path) -> FrozenSet[str]:
     """Names of the files a batch wrote in ``folder``, as written: its journal's, and the outputs of the cases
     its report.csv lists (reports of versions before the journal)."""

@@ -16,25 +16,22 @@ from pathlib import Path
 from typing import Callable, FrozenSet, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from ..core.errors import InputError
-from .inputs import Case, image_suffix
+from .inputs import DICOM_SUFFIXES, Case, has_dicom_preamble, image_suffix
 from .journal import recorded_outputs
 
 LOCK_NAME = ".clara-aws-lock"
 #: How files.replace_atomically and volume_files.write_image_file name a file while it is written.
 _PARTIAL = re.compile(r"\.[0-9a-f]{8}\.partial(\.|$)")
-#: Names of DICOM files as scanners write them, besides files without a suffix (checked for the preamble).
-DICOM_NAME_SUFFIXES = (".dcm", ".dicom", ".ima")
-
-
 def _is_image(path: Path) -> bool:
+    """An image file, or a DICOM file as scanners name them (a DICOM suffix, or none and the DICM preamble)."""
     name = path.name.lower()
-    if image_suffix(name) or name.endswith(DICOM_NAME_SUFFIXES) or name.endswith((".hdr", ".img", ".img.gz")):
+    if image_suffix(name) or name.endswith(DICOM_SUFFIXES) or name.endswith((".hdr", ".img", ".img.gz")):
         return True
     if "." in name:
         return False
     try:
         with open(path, "rb") as stream:
-            return stream.read(132)[128:] == b"DICM"
+            return has_dicom_preamble(stream.read(132))
     except OSError:
         return False
 
@@ -108,7 +105,8 @@ def check_outdir(cases: Sequence[Case], output_of: Callable[[Case], Path], outdi
 
 
 def folder_identity(folder: Path) -> Optional[Tuple[int, int]]:
-    """(device, inode) of ``folder``, None when it is gone: a folder removed and made again is another one."""
+    """(device, inode) of ``folder`` (or of any file), None when it is gone: a folder removed and made again is
+    another one."""
     try:
         status = folder.stat()
         return status.st_dev, status.st_ino
@@ -117,11 +115,7 @@ def folder_identity(folder: Path) -> Optional[Tuple[int, int]]:
 
 
 def _identity(path: Path):
-    try:
-        status = path.stat()
-        return status.st_dev, status.st_ino
-    except OSError:
-        return str(path.resolve())
+    return folder_identity(path) or str(path.resolve())
 
 
 def _some(names: FrozenSet[str]) -> str:

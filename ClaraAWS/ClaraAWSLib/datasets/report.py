@@ -169,6 +169,7 @@ class Report:
         ours = {f"{column_label(name)}_ml" for name in label_names}
         earlier = [column[: -len("_ml")] for column in header[: header.index("message") if "message" in header else None]
                    if column.endswith("_ml") and column not in ours]
+        with_dice = with_dice or any(column.startswith("dice_") for column in header)  # earlier runs' Dice stay
         report = cls([*label_names, *earlier], with_dice=with_dice)
         ours = set(report.columns) | {column for column in header if column.startswith("dice_")}
         report.extra_columns = [column for column in header if column and column not in ours]
