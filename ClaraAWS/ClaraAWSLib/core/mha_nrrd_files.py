@@ -25,7 +25,8 @@ MAX_HEADER_BYTES = 1 << 20
 #: Compressed bytes read per step, and inflated bytes asked for per step (a run of zeros inflates 1000-fold).
 READ_BYTES = 1 << 20
 INFLATE_STEP_BYTES = 16 << 20
-_LINE_END = re.compile(rb"\r\n|\r|\n")
+#: teem ends a NRRD header line at any of these.
+NRRD_LINE_END = re.compile(rb"\r\n|\r|\n")
 _METAIMAGE_LOCAL = (b"local",)
 _NRRD_FOLLOWED = {b"raw": None, b"gzip": "gzip", b"gz": "gzip"}
 _NRRD_UNFOLLOWED_FIELDS = (b"lineskip", b"byteskip", b"datafile")
@@ -80,7 +81,7 @@ def _nrrd_payload(head: bytes) -> Optional[Payload]:
     if not head.startswith(b"NRRD000"):
         return None
     encoding, start = None, 0
-    for number, match in enumerate(_LINE_END.finditer(head)):
+    for number, match in enumerate(NRRD_LINE_END.finditer(head)):
         line, start = head[start:match.start()], match.end()
         if number == 0 or line.startswith(b"#"):
             continue

@@ -25,7 +25,7 @@ import SimpleITK as sitk
 from ..core.errors import InputError
 from ..core.inflate import InflateError, gzip_inflater
 from ..core.itk_io import ITK_FILE_IO
-from ..core.mha_nrrd_files import check_payload_complete
+from ..core.mha_nrrd_files import NRRD_LINE_END, check_payload_complete
 from ..core.volume_files import check_nifti_complete, voxel_bytes_of
 from .limits import MIN_IMAGE_EDGE_VOXELS
 from .problems import InvalidImage, PayloadTooLarge
@@ -46,7 +46,6 @@ METAIMAGE_LOCAL = (b"LOCAL", b"Local", b"local")
 #: key, but not a value, at a lone CR: either would let ITK see a line this check does not. Keys must be
 #: ASCII too: to the C library, in some locales, a byte above 127 is a space that MetaIO skips.
 _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_NRRD_LINE_END = re.compile(rb"\r\n|\r|\n")  # teem ends a line at any of them
 
 
 def read_upload(upload: UploadedFile, max_voxels: Optional[int] = None) -> sitk.Image:
@@ -180,7 +179,7 @@ def _check_nrrd(path: Path) -> None:
 def _terminated_lines(data: bytes) -> Iterator[bytes]:
     """The lines of ``data`` that end in CR, LF or CRLF; a last line without its end (cut by the bound) is left out."""
     start = 0
-    for match in _NRRD_LINE_END.finditer(data):
+    for match in NRRD_LINE_END.finditer(data):
         if match.group() == b"\r" and match.end() == len(data):
             return  # maybe the first half of a CRLF beyond the bound
         yield data[start : match.start()]
