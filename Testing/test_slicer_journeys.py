@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slicer
 
 import slicer  # noqa: E402
 from standin_fixtures import (  # noqa: E402,F401
-    add_volume, connect, nodes_of_class, phantom, profile, segment_names, slicer_app, wait_idle,
+    add_volume, closed_surface_segmentation, connect, nodes_of_class, open_effect, phantom, profile, segment_ids, segment_names, slicer_app, voxels,
+    wait_idle, world_of_voxels,
 )
 
 from slicer_standin import StandinSlicer  # noqa: E402
@@ -81,40 +82,6 @@ def test_closing_the_scene_during_an_effect_auto_segmentation_drops_its_answer(c
 
 
 # ------------------------------------------------------------------------------- the Segment Editor effect
-
-
-def open_effect(app: StandinSlicer, volume, segmentation=None):
-    """The user opens the Segment Editor with a new, empty segmentation and picks Effects -> ClaraAWS."""
-    app.open_module("SegmentEditor")
-    editor = app.segment_editor()
-    if segmentation is None:
-        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Segmentation")
-        segmentation.CreateDefaultDisplayNodes()
-        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-    editor.setSegmentationNode(segmentation)
-    editor.setSourceVolumeNode(volume)
-    editor.setActiveEffectByName("ClaraAWS")
-    return editor, editor.activeEffect().self()
-
-
-def voxels(segmentation, segment_id, volume) -> int:
-    array = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume)
-    return 0 if array is None else int(np.count_nonzero(array))
-
-
-def segment_ids(segmentation):
-    seg = segmentation.GetSegmentation()
-    return [seg.GetNthSegmentID(index) for index in range(seg.GetNumberOfSegments())]
-
-
-def world_of_voxels(volume, voxels_ijk):
-    """RAS of voxel centres (the volume has no parent transform here), as a markup click would give."""
-    import vtk
-
-    matrix = vtk.vtkMatrix4x4()
-    volume.GetIJKToRASMatrix(matrix)
-    ijk_to_ras = slicer.util.arrayFromVTKMatrix(matrix)
-    return [list((ijk_to_ras @ np.array([*map(float, voxel), 1.0]))[:3]) for voxel in voxels_ijk]
 
 
 def test_effect_auto_segments_an_empty_segmentation_and_ctrl_z_ctrl_y_undo_and_redo_it(connected):
@@ -250,16 +217,7 @@ def test_a_closed_surface_segmentation_is_converted_after_asking_also_under_test
         volume = add_volume(phantom)
         panel = app.open_module()
         connect(app, panel, reference_server.url)
-        import slicer_scene
-
-        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Surfaces")
-        segmentation.CreateDefaultDisplayNodes()
-        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-        mine = np.zeros(phantom.ct.array.shape, bool)
-        mine[4:10, 5:20, 5:20] = True
-        slicer_scene.add_segment(segmentation, "my structure", mine, volume)
-        segmentation.CreateClosedSurfaceRepresentation()
-        segmentation.SetSourceRepresentationToClosedSurface()
+        segmentation = closed_surface_segmentation(volume, phantom)
         panel._parameterNode.inputVolume = volume
         panel._parameterNode.outputSegmentation = segmentation
         auto_segment(app, panel)

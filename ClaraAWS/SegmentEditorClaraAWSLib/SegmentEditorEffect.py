@@ -17,6 +17,7 @@ import qt
 import slicer
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
+from ClaraAWSLib.panel.processing_state import PanelInputs, auto_segment_blocker, interactive_blocker
 from ClaraAWSLib.scene.point_lists import points_world
 
 EFFECT_NAME = "ClaraAWS"
@@ -130,8 +131,22 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             if [combo.itemText(index) for index in range(combo.count)] != names:
                 combo.clear()
                 combo.addItems(names)
-        for button in (self.autoSegmentButton, self.annotateButton):
-            button.enabled = bool(url)
+        for button, combo, blocker in ((self.autoSegmentButton, self.autoModelCombo, auto_segment_blocker),
+                                       (self.annotateButton, self.annotationModelCombo, interactive_blocker)):
+            reason = self._blocker(combo, blocker)
+            button.enabled, button.toolTip = not reason, reason
+
+    def _blocker(self, combo, blocker):
+        """Why a tool cannot run now ("" when it can), in the panel's words. A segment is not needed: the
+        effect makes one when none is selected."""
+        volume, _segmentation, _segment = self._targets()
+        return blocker(PanelInputs(connected=bool(self._panel().connectedUrl()), model=combo.currentText,
+                                   has_volume=volume is not None, has_segment=True))
+
+    def _canRun(self, combo, blocker=interactive_blocker):
+        reason = self._blocker(combo, blocker)
+        self._report(reason)
+        return not reason
 
     def _targets(self):
         parameters = self.scriptedEffect.parameterSetNode()
@@ -144,9 +159,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.saveStateForUndo()  # this editor's undo, whichever module hosts it
 
     def _run(self, channel, prepare, what, detail):
-        self._panel().runEditRequest(channel, prepare, what, detail, self._report, beforeWrite=self._saveUndoState)
+        self._panel().runEditRequest(channel, prepare, what, detail, self._report, beforeWrite=self._saveUndoState,
+                                     editorNode=self.scriptedEffect.parameterSetNode())
 
     def onAutoSegment(self):
+        if not self._canRun(self.autoModelCombo, auto_segment_blocker):
+            return
         volume, segmentation, _segment = self._targets()
         logic = self._panel().logic
         model = self.autoModelCombo.currentText
@@ -154,6 +172,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                   "Auto-segmentation failed.", "segmentation")
 
     def onAnnotate(self):
+        if not self._canRun(self.annotationModelCombo):
+            return
         volume, segmentation, segment = self._targets()
         points = points_world(self.extremePointsPlaceWidget.currentNode())
         logic = self._panel().logic
@@ -170,6 +190,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         clicked = points_world(node)[-1:] or [None]
         if not foreground:
             self._report("Click inside the structure first.")
+            return
+        if not self._canRun(self.deepgrowModelCombo):
             return
         logic = self._panel().logic
         model = self.deepgrowModelCombo.currentText

@@ -138,6 +138,9 @@ class qMRMLNodeComboBox(_SceneObserver, qt.QWidget):  # noqa: N801
 
     def setCurrentNode(self, node) -> None:  # noqa: N802
         if node is not None and not self._accepts(node):
+            # A node the combo box does not list blanks it and signals None (qMRMLNodeComboBox.cxx
+            # v5.8.1:933-945 setCurrentIndex(-1), then emitCurrentNodeChanged 752-773).
+            self._set_current(None)
             return
         self._set_current(node)
         if node is None and not self.noneEnabled:

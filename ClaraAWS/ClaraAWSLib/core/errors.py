@@ -28,6 +28,13 @@ class OutputError(InputError):
     """OUTPUT cannot be written: a directory, an unknown format, an unwritable folder, the INPUT itself, a full disk."""
 
 
+class DeclinedError(InputError):
+    """The user answered no to a question the request needs (convert closed surfaces); nothing was changed.
+
+    The panel shows no error box for it: the user has just given the answer.
+    """
+
+
 class CancelledError(ClaraError):
     """The user cancelled the request; nothing was changed."""
 

@@ -174,12 +174,17 @@ class SegmentSection:
     def runEditRequest(self, channel: str, prepare: Callable, what: str, detail: str, report: Callable[[str], None],
                        applied: Optional[Callable[[str], None]] = None,
                        finished: Optional[Callable[[], None]] = None,
-                       beforeWrite: Optional[Callable[[object], None]] = None) -> None:
+                       beforeWrite: Optional[Callable[[object], None]] = None,
+                       editorNode: Optional[object] = None) -> None:
         """Prepare on the GUI thread, send on a worker thread, apply the answer on the GUI thread.
 
         Used by the panel and by the Segment Editor effect; ``report`` shows a one-line status;
-        ``beforeWrite`` saves the undo state of the editor the request came from.
+        ``beforeWrite`` saves the undo state of the editor the request came from, and ``editorNode`` (that
+        editor's vtkMRMLSegmentEditorNode) selects the result there.
         """
+        if not self._connectedUrl:
+            report(_("Not connected: connect to a server in the ClaraAWS module first."))
+            return
         if not self._askUploadConsent():
             return
         self.logic.createSurfaceAfterImport = settings_store.surface_after_import(self.settings)
@@ -189,6 +194,7 @@ class SegmentSection:
             self._showError(what, error)
             return
         job.before_write = beforeWrite
+        job.editor_node_id = editorNode.GetID() if editorNode is not None else None
         report(describe(StageProgress(Stage.WAITING, detail=detail)).text)
 
         def onResult(result):

@@ -16,7 +16,9 @@ from slicer.i18n import tr as _
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
+from ..core.errors import DeclinedError
 from ..core.progress import error_text
+from ..scene.export import first_image_volume
 from . import registration, settings_store, slicer_app
 from .consent import KEY_CONSENTED_SERVERS, ConsentBook
 from .jobs import JobRunner
@@ -179,7 +181,7 @@ class ClaraAWSPanel(ServerSection, SegmentSection, LearningSection, ScriptedLoad
     def initializeParameterNode(self) -> None:
         parameterNode = self.newParameterNode()
         if not parameterNode.inputVolume:
-            parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            parameterNode.inputVolume = first_image_volume(slicer.mrmlScene)
         # Point lists are made only when the user starts a tool (ToolPointLists), never on module open.
         self.setParameterNode(parameterNode)
 
@@ -247,6 +249,9 @@ class ClaraAWSPanel(ServerSection, SegmentSection, LearningSection, ScriptedLoad
 
     def _showError(self, what: str, error: BaseException) -> None:
         message, details = error_text(what, error)
+        if isinstance(error, DeclinedError):  # the user has just said no; a box would only repeat it
+            logging.info(f"ClaraAWS: {message}")
+            return
         logging.error(f"ClaraAWS: {message}\n{details}")
         slicer.util.errorDisplay(message, detailedText=details)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Type
 
 import numpy as np
 import slicer
@@ -47,8 +47,8 @@ def is_closed_surface_source(segmentation_node) -> bool:
     return segmentation_node.GetSegmentation().GetSourceRepresentationName() != BINARY_LABELMAP
 
 
-def surface_source_refusal(segmentation_node) -> InputError:
-    return InputError(
+def surface_source_refusal(segmentation_node, error_type: Type[InputError] = InputError) -> InputError:
+    return error_type(
         f"The segmentation '{segmentation_node.GetName()}' is stored as closed surfaces; an AI edit needs it as a "
         "binary labelmap, as the Segment Editor does. Allow the conversion and try again (nothing was changed)."
     )

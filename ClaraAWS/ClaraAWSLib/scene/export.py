@@ -53,6 +53,20 @@ def _is_sequence_frame(volume_node) -> bool:
     return False
 
 
+def first_image_volume(scene):
+    """The first volume the panel's input selector lists, or None.
+
+    The selector lists only plain ``vtkMRMLScalarVolumeNode`` nodes (``showChildNodeTypes`` false in
+    ClaraAWS.ui), so label maps and colour volumes, which derive from it, are passed over here too;
+    ``GetFirstNodeByClass`` would return them.
+    """
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
+        if node.GetClassName() == "vtkMRMLScalarVolumeNode" and not node.GetHideFromEditors():
+            return node
+    return None
+
+
 def check_scalar_volume(volume_node) -> None:
     """Raise InputError unless ``volume_node`` is a 3D single-component scalar volume with voxels."""
     if volume_node is None or not volume_node.IsA("vtkMRMLVolumeNode"):

@@ -69,7 +69,7 @@ class ApplyStep:
         self._undo.push(outcome.segmentation_node, outcome.undo_entry)
         selected = (outcome.created_segment_ids or outcome.segment_ids or [""])[0]
         if selected:
-            self._showInSegmentEditor(outcome.segmentation_node, volumeNode, selected)
+            self._showInSegmentEditor(request, outcome.segmentation_node, volumeNode, selected)
         self.lastSegmentationNode = outcome.segmentation_node
         return outcome.segmentation_node
 
@@ -87,7 +87,8 @@ class ApplyStep:
             self._undo.push(segmentationNode, outcome.undo_entry)
         else:
             if segmentId is not None and segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
-                raise InputError(f"The segment '{segmentId}' was deleted while the server was working; nothing was changed.")
+                raise InputError(f"The segment '{request.segment_name or segmentId}' was deleted while the server was "
+                                 "working; nothing was changed.")
             frame = scene_placement.volume_to_segmentation_frame(volumeNode, segmentationNode) @ \
                 scene_export.ijk_to_ras_matrix(volumeNode)
             name = "" if segmentId else self._newSegmentName(segmentationNode, request.model)
@@ -97,7 +98,7 @@ class ApplyStep:
             outcome = write_results(segmentationNode, volumeNode, [write], description, **self._writeOptions(request))
             segmentId = outcome.segment_ids[0]
             self._undo.push(segmentationNode, outcome.undo_entry)
-        self._showInSegmentEditor(segmentationNode, volumeNode, segmentId)
+        self._showInSegmentEditor(request, segmentationNode, volumeNode, segmentId)
         self.lastSegmentationNode = segmentationNode
         return segmentId
 
@@ -105,10 +106,13 @@ class ApplyStep:
         return {"allow_surface_conversion": request.allow_source_conversion,
                 "before_write": request.before_write or self.beforeSegmentWrite}
 
-    @staticmethod
-    def _showInSegmentEditor(segmentationNode, volumeNode, segmentId: str) -> None:
+    def _showInSegmentEditor(self, request, segmentationNode, volumeNode, segmentId: str) -> None:
         try:
-            scene_placement.select_in_segment_editor(segmentationNode, volumeNode, segmentId)
+            if request.editor_node_id:
+                scene_placement.select_in_editor(self.scene.GetNodeByID(request.editor_node_id), segmentationNode,
+                                                 segmentId)
+            else:
+                scene_placement.select_in_segment_editor(segmentationNode, volumeNode, segmentId)
         except Exception:  # noqa: BLE001 - the result is in the scene; failing to select it must not undo that
             log.warning("Could not select the result in the Segment Editor.", exc_info=True)
 

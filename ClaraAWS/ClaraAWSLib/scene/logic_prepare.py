@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 
 from . import export as scene_export, placement as scene_placement, points as scene_points
 from ..backends import ANNOTATE, AUTO_SEGMENT, DEEPGROW, MIN_EXTREME_POINTS
-from ..core.errors import ClaraError, InputError
+from ..core.errors import ClaraError, DeclinedError, InputError
 from .edit import is_closed_surface_source, surface_source_refusal
 from .requests import SegmentationRequest
 from .segment_tags import TAG_BACKGROUND_POINTS, TAG_EXTREME_POINTS, TAG_FOREGROUND_POINTS
@@ -109,11 +109,12 @@ class PrepareStep:
         return request
 
     def _newRequest(self, kind, client, model, grid, volumeNode, segmentationNode, segmentId, target):
+        segment = segmentationNode.GetSegmentation().GetSegment(segmentId) if segmentationNode and segmentId else None
         return SegmentationRequest(
             kind=kind, client=client, model=model, endpoint=client.endpoint_for(kind, model), grid=grid,
             volume_node_id=volumeNode.GetID(),
             segmentation_node_id=segmentationNode.GetID() if segmentationNode is not None else None,
-            segment_id=segmentId or None, target=target, sequence=self._sequencer.begin(target),
+            segment_id=segmentId or None, segment_name=segment.GetName() if segment else "", target=target, sequence=self._sequencer.begin(target),
             sequencer=self._sequencer,
             allow_source_conversion=segmentationNode is not None and is_closed_surface_source(segmentationNode),
         )
@@ -146,4 +147,5 @@ class PrepareStep:
                 f"The segmentation '{segmentationNode.GetName()}' has no segment '{segmentId}'; select an existing segment."
             )
         if is_closed_surface_source(segmentationNode) and not self.confirmSourceConversion(segmentationNode):
-            raise surface_source_refusal(segmentationNode)  # asked before the upload, not after the wait
+            # asked before the upload, not after the wait
+            raise surface_source_refusal(segmentationNode, DeclinedError)

@@ -59,6 +59,16 @@ def segment_editor_node(scene):
     return node
 
 
+def select_in_editor(editor_node, segmentation_node, segment_id: str) -> None:
+    """Select the result in the editor a request came from, if that editor still shows its segmentation.
+
+    The editor may be embedded in another module; the user's choices in it (and in the Segment Editor
+    module) are left as they are.
+    """
+    if editor_node is not None and editor_node.GetSegmentationNode() is segmentation_node:
+        editor_node.SetSelectedSegmentID(segment_id)
+
+
 def select_in_segment_editor(segmentation_node, volume_node, segment_id: str) -> None:
     editor = segment_editor_node(segmentation_node.GetScene())
     editor.SetAndObserveSegmentationNode(segmentation_node)

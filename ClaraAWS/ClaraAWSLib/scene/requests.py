@@ -89,6 +89,7 @@ class SegmentationRequest:
     volume_node_id: str
     segmentation_node_id: Optional[str]
     segment_id: Optional[str]
+    segment_name: str  # as the user knew the segment when asking (messages name it, not its internal ID)
     target: Hashable
     sequence: int
     sequencer: RequestSequencer
@@ -101,6 +102,9 @@ class SegmentationRequest:
     #: Called with the segmentation right before the write, instead of the logic's beforeSegmentWrite (the
     #: Segment Editor effect saves its own editor's undo state there).
     before_write: Optional[Callable[[Any], None]] = None
+    #: The Segment Editor node that selects the result (the effect's own editor, embedded in any module);
+    #: None: the Segment Editor module's.
+    editor_node_id: Optional[str] = None
     timings: Dict[str, float] = field(default_factory=dict)
     # --- produced by run() -------------------------------------------------------------------------
     labels: Optional[Volume] = None  # auto-segmentation: the result on the grid as sent
