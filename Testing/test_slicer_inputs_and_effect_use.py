@@ -244,3 +244,49 @@ def test_a_segment_deleted_while_deepgrow_runs_is_named_as_the_user_knows_it(sli
     [message] = slicer_app.dialogs.texts()
     assert "The segment 'my spleen' was deleted while the server was working" in message
     assert segment_id not in message
+
+
+# ------------------------------------------------------------------------------------ a click outside the volume
+def outside_and_inside(volume, phantom):
+    centre = organ_centre(phantom, "spleen")
+    return world_of_voxels(volume, [[-5, centre[1], centre[2]], centre])
+
+
+def test_a_panel_click_outside_the_volume_is_taken_back_and_the_next_click_works(slicer_app, phantom,
+                                                                                  reference_server):
+    volume = add_volume(phantom)
+    panel = connected_panel(slicer_app, reference_server.url)
+    panel.ui.addSegmentButton.click()
+    panel.ui.deepgrowGroupBox.checked = True
+    outside, inside = outside_and_inside(volume, phantom)
+    clicks = panel._parameterNode.foregroundPoints
+    clicks.AddControlPointWorld(*outside)
+    wait_idle(slicer_app, panel)
+    assert clicks.GetNumberOfControlPoints() == 0
+    assert panel.ui.interactiveStatusLabel.text == ("That click was outside the volume 'CT', so it was removed; click inside "
+                                         "the image.")
+    clicks.AddControlPointWorld(*inside)
+    wait_idle(slicer_app, panel, "deepgrow")
+    assert slicer_app.dialogs.shown == [], slicer_app.dialogs.texts()
+    assert len(segment_names(panel._parameterNode.outputSegmentation)) == 1
+    assert slicer_app.slot_errors == []
+
+
+def test_an_effect_click_outside_the_volume_is_taken_back_and_the_next_click_works(slicer_app, phantom,
+                                                                                    reference_server):
+    volume = add_volume(phantom)
+    panel = connected_panel(slicer_app, reference_server.url)
+    editor, effect = open_effect(slicer_app, volume)
+    effect.deepgrowToolButton.checked = True
+    outside, inside = outside_and_inside(volume, phantom)
+    clicks = effect.foregroundPlaceWidget.currentNode()
+    clicks.AddControlPointWorld(*inside)
+    wait_idle(slicer_app, panel, "deepgrow")
+    clicks.AddControlPointWorld(*outside)
+    wait_idle(slicer_app, panel)
+    assert clicks.GetNumberOfControlPoints() == 1 and effect.statusLabel.text.startswith("That click was outside")
+    clicks.AddControlPointWorld(*inside)
+    wait_idle(slicer_app, panel, "deepgrow")
+    assert effect.statusLabel.text == "Segment updated."
+    assert slicer_app.dialogs.shown == [], slicer_app.dialogs.texts()
+    assert len(segment_names(editor.segmentationNode())) == 1

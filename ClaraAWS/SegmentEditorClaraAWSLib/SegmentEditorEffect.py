@@ -193,6 +193,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             return
         if not self._canRun(self.deepgrowModelCombo):
             return
+        if self._panel().takeBackClickOutside(volume, node, self._report):
+            return
         logic = self._panel().logic
         model = self.deepgrowModelCombo.currentText
         self._run("deepgrow", lambda: logic.prepareDeepgrow(volume, segmentation, segment or None, model, foreground,

@@ -35,6 +35,10 @@ class DeclinedError(InputError):
     """
 
 
+class PointOutsideError(InputError):
+    """A placed point lies outside the image that would be sent."""
+
+
 class CancelledError(ClaraError):
     """The user cancelled the request; nothing was changed."""
 

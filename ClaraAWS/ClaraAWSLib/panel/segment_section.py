@@ -8,6 +8,7 @@ from slicer.i18n import tr as _
 from ..core.progress import Stage, StageProgress, describe, describe_any
 from ..scene.logic import TAG_BACKGROUND_POINTS, TAG_EXTREME_POINTS, TAG_FOREGROUND_POINTS
 from ..scene.point_lists import points_world
+from ..scene.points import lies_outside
 from . import settings_store
 from .processing_state import (
     bar_settings,
@@ -259,6 +260,8 @@ class SegmentSection:
         pn = self._parameterNode
         if pn is None or interactive_blocker(self._panelInputs(pn.deepgrowModel)):
             return
+        if self.takeBackClickOutside(pn.inputVolume, clickedNode, self._setStatus):
+            return
         foreground, background = points_world(pn.foregroundPoints), points_world(pn.backgroundPoints)
         if not foreground:
             self._setStatus(_("Click inside the structure first."))
@@ -273,6 +276,20 @@ class SegmentSection:
         self._startInteractive("deepgrow", lambda: self.logic.prepareDeepgrow(
             pn.inputVolume, pn.outputSegmentation, segmentId, pn.deepgrowModel, foreground, background, clicked),
             _("Deepgrow failed."), "deepgrow")
+
+    def takeBackClickOutside(self, volumeNode, clickedNode, report: Callable[[str], None]) -> bool:
+        """Remove a click just placed outside the volume and say so; True if it was.
+
+        Left in its list, it would make every later click fail on it until the user found and deleted it.
+        """
+        clicked = points_world(clickedNode)[-1:] if clickedNode is not None else []
+        if not clicked or volumeNode is None or not lies_outside(volumeNode, clicked[0]):
+            return False
+        with self.pointTools.quiet():
+            clickedNode.RemoveNthControlPoint(clickedNode.GetNumberOfControlPoints() - 1)
+        report(_("That click was outside the volume '{name}', so it was removed; click inside the image.").format(
+            name=volumeNode.GetName()))
+        return True
 
     def onLoadSavedPoints(self) -> None:
         """Put the points stored with the selected segment back into the tools' lists, to edit them again."""

@@ -11,8 +11,9 @@ from typing import List, Sequence
 import numpy as np
 import vtk
 
-from ..core.errors import InputError
+from ..core.errors import InputError, PointOutsideError
 from ..core.geometry import ImageGrid
+from .export import volume_grid
 
 
 def world_to_local_matrix(volume_node) -> np.ndarray:
@@ -49,8 +50,20 @@ def points_to_indices(volume_node, grid: ImageGrid, points_ras: Sequence[Sequenc
     outside = np.any((indices < 0) | (indices >= np.array(grid.size)), axis=1)
     if np.any(outside):
         first = int(np.argmax(outside))
-        raise InputError(
+        raise PointOutsideError(
             f"{role} {first + 1} at RAS {_format_point(points[first])} lies outside the volume "
             f"'{volume_node.GetName()}'; move it inside the image and try again."
         )
     return indices.tolist()
+
+
+def lies_outside(volume_node, point_ras: Sequence[float]) -> bool:
+    """Whether a world RAS point falls outside the image sent for ``volume_node`` (False when that cannot be
+    told here: a volume ClaraAWS cannot send says why when the request is prepared)."""
+    try:
+        points_to_indices(volume_node, volume_grid(volume_node), [point_ras])
+    except PointOutsideError:
+        return True
+    except InputError:
+        return False
+    return False
