@@ -240,6 +240,10 @@ class _HostileHandler(_QuietHandler):
         """A plain NIfTI whose header claims more voxels than it carries."""
         self._result(nifti_header((64, 64, 64)) + bytes(1000), "result.nii")
 
+    def do_scripted_result(self, rest, url) -> None:
+        """Whatever result file the test put in ``owner.result_file`` as (bytes, file name)."""
+        self._result(*self.server.owner.result_file)
+
     # --- sessions -------------------------------------------------------------------------
     def do_hostile_session(self, rest, url) -> None:
         if self.command == "PUT":
@@ -263,6 +267,7 @@ class HostileServer(LoopbackServer):
         self.silence = threading.Event()  # set to let silent answers end
         self.elsewhere = ""
         self.claimed_size = (6, 5, 4)
+        self.result_file = (b"", "result.nii.gz")
         self.scheme = "http"
         if tls_context is not None:
             self.httpd.socket = tls_context.wrap_socket(self.httpd.socket, server_side=True)

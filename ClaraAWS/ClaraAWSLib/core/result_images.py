@@ -6,6 +6,7 @@ are checked to be labels (whole, non-negative values) before anything uses them.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 from .errors import MalformedResponseError, ResultTooLargeError
 from .geometry import ImageGrid, LabelBox, Volume
 from .inflate import InflateError, gzip_inflater
+from .mha_nrrd_files import locate_payload
 from .native_stderr import last_line, quiet_native_stderr
 from .nifti import NIFTI_HEADER_SIZE, NiftiLayout, nifti1_layout, nifti1_volume
 from .result_limits import LARGEST_VOXEL_BYTES, MAX_RESULT_VOXELS, RESULT_OVERHEAD_BYTES, check_voxel_count
@@ -118,11 +120,13 @@ def _gunzip(data: bytes, limit: int) -> bytes:
 def _decode_with_sitk(data: bytes, filename: str, max_voxels: int = MAX_RESULT_VOXELS) -> Volume:
     import SimpleITK as sitk
 
-    suffix = _suffix_of(filename) or _guess_suffix(data)
+    image_io = _image_io_of(data, filename)
     with tempfile.TemporaryDirectory(prefix="clara-aws-") as folder:
-        path = Path(folder) / f"result{suffix}"
+        path = Path(folder) / f"result{_SUFFIXES[image_io]}"
         path.write_bytes(data)
+        _check_self_contained(data, path, image_io)
         reader = sitk.ImageFileReader()
+        reader.SetImageIO(image_io)  # the format checked above, whatever ITK's factory would have guessed
         reader.SetFileName(str(path))
         try:
             with quiet_native_stderr() as noise:
@@ -139,18 +143,41 @@ def _decode_with_sitk(data: bytes, filename: str, max_voxels: int = MAX_RESULT_V
     return Volume.from_sitk(image)
 
 
-def _suffix_of(filename: str) -> str:
-    name = filename.lower()
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.endswith(suffix):
-            return suffix
-    return ""
+_SUFFIXES = {"NrrdImageIO": ".nrrd", "MetaImageIO": ".mha", "NiftiImageIO": ".nii"}
+#: Bytes a text header has no use for (tab and line ends are allowed): C code reads a name up to a NUL, so
+#: one could hide a field from the check below. MetaIO also ends a key, but not a value, at a lone CR.
+_HEADER_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_METAIMAGE_LONE_CR = re.compile(rb"\r(?!\n)")
 
 
-def _guess_suffix(data: bytes) -> str:
-    if data[:4] == b"NRRD":
-        return ".nrrd"
-    return ".nii.gz" if data[:2] == b"\x1f\x8b" else ".nii"
+def _image_io_of(data: bytes, filename: str) -> str:
+    """The one ITK reader a result goes to: NRRD by its magic, MetaImage by its name, else NIfTI."""
+    if data.startswith(b"NRRD000"):
+        return "NrrdImageIO"
+    if filename.lower().endswith((".mha", ".mhd")):
+        return "MetaImageIO"
+    return "NiftiImageIO"
+
+
+def _check_self_contained(data: bytes, path: Path, image_io: str) -> None:
+    """Refuse a result whose header sends ITK to another file for its voxels.
+
+    A NRRD ``data file`` or a MetaImage ``ElementDataFile`` may name any path on the user's machine:
+    ITK would read it into OUTPUT (the server copying the user's files, or hanging the client on a FIFO).
+    Only a header ``locate_payload`` can follow to voxels in the answer itself passes, as MetaIO and teem
+    read it; a NIfTI pair's or Analyze header's .img would be looked for in an empty temporary folder.
+    """
+    if image_io == "NiftiImageIO":
+        return
+    payload = locate_payload(path, image_io)
+    header = data[: payload.offset] if payload is not None else b""
+    if payload is None or _HEADER_CONTROL_BYTES.search(header) or (
+            image_io == "MetaImageIO" and _METAIMAGE_LONE_CR.search(header)):
+        raise MalformedResponseError(
+            "The server's result image does not hold its own voxels (its header names a separate data file or a "
+            "layout ClaraAWS does not follow), and ClaraAWS reads nothing but the server's answer; it was refused "
+            "and nothing was changed."
+        )
 
 
 def as_label_volume(volume: Volume) -> Volume:
