@@ -212,6 +212,31 @@ class _HostileHandler(_QuietHandler):
         except OSError:
             self.close_connection = True
 
+    # --- words a terminal should not take as they come -------------------------------------
+    def do_error_text(self, rest, url) -> None:
+        """An AIAA error answer whose message is ``owner.error_message``."""
+        self.json({"error": {"message": [self.server.owner.error_message], "type": "Error"}}, status=500)
+
+    def do_echo_auth(self, rest, url) -> None:
+        """A 400 that repeats the request's credentials, as careless servers and proxies do."""
+        words = f"bad auth {self.headers.get('Authorization')} token {self.headers.get('X-Token')}"
+        self.json({"error": {"message": [words]}}, status=400)
+
+    def do_redirect_to(self, rest, url) -> None:
+        """A redirect to ``owner.location``, written as it is (a URL that is none, escape codes)."""
+        self.send_response(302)
+        self.send_header("Location", self.server.owner.location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_deep_json(self, rest, url) -> None:
+        self.answer(200, b"[" * 100_000 + b"]" * 100_000, "application/json")
+
+    def do_raw(self, rest, url) -> None:
+        """``owner.raw_answer`` bytes in place of an HTTP answer, then the connection closes."""
+        self.wfile.write(self.server.owner.raw_answer)
+        self.close_connection = True
+
     # --- results --------------------------------------------------------------------------
     def _result(self, data: bytes, filename: str = "result.nii.gz") -> None:
         if self.command == "GET":
@@ -268,6 +293,9 @@ class HostileServer(LoopbackServer):
         self.elsewhere = ""
         self.claimed_size = (6, 5, 4)
         self.result_file = (b"", "result.nii.gz")
+        self.error_message = ""
+        self.location = ""
+        self.raw_answer = b""
         self.scheme = "http"
         if tls_context is not None:
             self.httpd.socket = tls_context.wrap_socket(self.httpd.socket, server_side=True)

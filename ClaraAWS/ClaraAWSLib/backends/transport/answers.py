@@ -123,6 +123,11 @@ def parse_json(content: bytes, path: str, server_kind: str) -> Any:
     text = content.decode("utf-8", errors="replace")
     try:
         return json.loads(text)
+    except RecursionError:
+        raise MalformedResponseError(
+            f"The server's answer to {path} nests its JSON deeper than any {server_kind} answer does; check that the "
+            f"URL points at the {server_kind} server.",
+        ) from None
     except ValueError as error:
         if cut_off_json(text):
             raise MalformedResponseError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 import requests
@@ -22,11 +22,14 @@ from ...core.errors import (
     SessionExpiredError,
     TLSError,
 )
+from ...core.server_text import one_line, redacted
 from ...core.sizes import size_text
 from .addresses import answers_tls, origin_text
 from .answers import framing_error
 
 ERROR_EXCERPT_BYTES = 64 << 10
+#: How much of an error answer's body goes into an error's details.
+DETAILS_CHARACTERS = 2000
 
 
 
@@ -36,6 +39,13 @@ def unreachable_message(url: str, error: Exception, server_kind: str) -> str:
         return f"The host name of {origin_text(url)} could not be resolved; check the spelling of the server URL."
     if "refused" in text.lower():
         return f"Nothing is listening at {origin_text(url)} (connection refused); check the URL and port, and that the server is running."
+    if "BadStatusLine" in text:
+        return (f"{origin_text(url)} does not answer in HTTP (its first line was no HTTP status line); check that the "
+                "URL's port is the segmentation server's, not another service's.")
+    if "LineTooLong" in text or "more than 100 headers" in text:
+        return (f"The answer from {origin_text(url)} has a header line longer than 64 KiB or more than 100 header "
+                "lines, more than a client reads; the server or a proxy in front of it is faulty (trying again will "
+                "not help).")
     if "reset" in text.lower() or "aborted" in text.lower() or "RemoteDisconnected" in text:
         if url.startswith("http://") and answers_tls(url):
             https = origin_text(url).replace("http://", "https://", 1)
@@ -82,12 +92,16 @@ def server_message(text: str) -> Optional[str]:
 
 
 def status_error(response: requests.Response, url: str, what: str, body_bytes: int,
-                 session_expired_status: Optional[int] = None) -> ServerError:
-    """The typed error for an HTTP error answer; ``session_expired_status`` is the protocol's "session gone" code."""
+                 session_expired_status: Optional[int] = None, secrets: Sequence[str] = ()) -> ServerError:
+    """The typed error for an HTTP error answer; ``session_expired_status`` is the protocol's "session gone" code.
+
+    The server's words go into the sentence as one bounded line, without a credential it may echo back.
+    """
     status = response.status_code
-    text = error_text(response)
+    text = redacted(error_text(response), secrets)
     message = server_message(text)
-    details = message or text[:500]
+    message = one_line(message) if message else None
+    details = message or one_line(text, DETAILS_CHARACTERS)
     host = origin_text(url)
     path = urlsplit(url).path
     if session_expired_status is not None and status == session_expired_status:
@@ -129,7 +143,9 @@ def status_error(response: requests.Response, url: str, what: str, body_bytes: i
     if message:
         subject = f"run {what}" if what.startswith("model") else f"answer {path}"
         return RemoteError(f"The server could not {subject}: {message} (HTTP {status}).", status=status, details=details)
-    return RemoteError(f"The server answered {path} with HTTP {status} {response.reason or ''}".rstrip() + "; see the details or the server log.", status=status, details=details)
+    reason = one_line(redacted(response.reason or "", secrets), 60)
+    return RemoteError(f"The server answered {path} with HTTP {status} {reason}".rstrip() + "; see the details or the server log.",
+                       status=status, details=details)
 
 
 def transport_error(url: str, error: requests.exceptions.RequestException, timeout: Tuple[float, float],

@@ -42,6 +42,7 @@ from ...core.errors import (
 )
 from ...core.geometry import Volume
 from ...core.imageio import EncodedImage, encode_volume, read_image_file
+from ...core.server_text import one_line, secrets_of
 from ...core.sizes import size_text
 from ...core.multipart import CancelToken, FilePart, MultipartBody, ProgressCallback, StreamingMultipartBody
 from .addresses import check_headers, origin, origin_text, split_credentials, without_userinfo
@@ -178,6 +179,27 @@ def json_body(value: Any) -> BytesBody:
     return BytesBody(json.dumps(value).encode("utf-8"), "application/json")
 
 
+def check_ca_bundle(path: str) -> None:
+    """InputError unless ``path`` is a file holding at least one PEM certificate (what OpenSSL loads from it)."""
+    try:
+        with open(path, "rb") as stream:
+            start = stream.read(1 << 20)
+    except OSError:
+        raise InputError(f"The CA bundle {path} does not exist or cannot be read; give the path of a PEM file or "
+                         "leave it empty.") from None
+    if b"-----BEGIN CERTIFICATE-----" not in start and b"-----BEGIN TRUSTED CERTIFICATE-----" not in start:
+        raise InputError(f"The CA bundle {path} holds no PEM certificate (a '-----BEGIN CERTIFICATE-----' block); give "
+                         "the file of the certificate authority that signed the server's certificate.")
+
+
+def _unusable_redirect(url: str, error: ValueError) -> RedirectError:
+    return RedirectError(
+        f"The server at {origin_text(url)} redirected to an address that is not a valid URL; ClaraAWS follows no such "
+        "redirect, so nothing was sent there: check the server URL.",
+        details=one_line(str(error)),
+    )
+
+
 class HttpTransport:
     """The wire to one server (base URL with an optional path prefix); ``server_kind`` names it in messages."""
 
@@ -205,12 +227,13 @@ class HttpTransport:
         self.session_expired_status = session_expired_status
         self.stream_uploads = bool(stream_uploads)
         self.record = server_wire(self.base_url)
-        if isinstance(verify, str) and not Path(verify).exists():
-            raise InputError(f"The CA bundle {verify} does not exist; give the path of a PEM file or leave it empty.")
+        if isinstance(verify, str):
+            check_ca_bundle(verify)
         self.verify = verify
         self.timeout = (positive_seconds(connect_timeout, "connect timeout"), positive_seconds(read_timeout, "read timeout"))
         self.deadline = None if deadline is None else positive_seconds(deadline, "deadline")
         extra_headers = check_headers(dict(headers or {}))
+        self._secrets = secrets_of(self._credentials, extra_headers)
         self.http = http_session or requests.Session()
         if keep_cookies is None:
             keep_cookies = getattr(_opening, "keep_cookies", True)
@@ -303,7 +326,7 @@ class HttpTransport:
                     self.record.history.record(sent, seconds - waited, waited)
                 if response.status_code >= 400:
                     raise status_error(response, url, what, body.size_bytes if body is not None else 0,
-                                       self.session_expired_status)
+                                       self.session_expired_status, self._secrets)
                 content = self.read_body(response, download_progress, cancel, max_bytes)
         except (requests.exceptions.RequestException, ServerError) as error:
             release_frames(error)
@@ -340,10 +363,17 @@ class HttpTransport:
         headers = {"Accept": "multipart/form-data, application/json;q=0.9, */*;q=0.1"}
         if body is not None:
             headers["Content-Type"] = body.content_type
-        response = self.http.request(
-            method, url, params=params, data=body, headers=headers, timeout=self.timeout, verify=self.verify,
-            stream=True, allow_redirects=False, auth=self._credentials,
-        )
+        try:
+            response = self.http.request(
+                method, url, params=params, data=body, headers=headers, timeout=self.timeout, verify=self.verify,
+                stream=True, allow_redirects=False, auth=self._credentials,
+            )
+        except ValueError as error:
+            if isinstance(error, requests.exceptions.RequestException):
+                raise
+            # requests works out a redirect's next URL even when it follows none, and a Location that is no
+            # URL (a port of 99999, an unclosed IPv6 bracket) fails there with a bare ValueError.
+            raise _unusable_redirect(url, error) from None
         check_framing(response, url)
         return response
 
@@ -353,9 +383,12 @@ class HttpTransport:
         """Where a safe redirect points (same origin, body kept), None for no redirect; RedirectError otherwise."""
         if response.status_code not in REDIRECT_STATUSES or "Location" not in response.headers:
             return None
-        target = urljoin(response.url or url, response.headers["Location"])
-        shown = without_userinfo(target)
         response.close()
+        try:
+            target = urljoin(response.url or url, response.headers["Location"])
+        except ValueError as error:
+            raise _unusable_redirect(url, error) from None
+        shown = one_line(without_userinfo(target), 200)
         try:
             same_origin = origin(target) == origin(url)
         except ValueError:  # a Location with a port that is not one
