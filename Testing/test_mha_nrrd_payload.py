@@ -160,3 +160,18 @@ def test_nrrd_key_value_pairs_and_zero_skips_do_not_change_what_is_checked(tmp_p
     path.write_bytes(header + stream[:-3])  # cut inside the gzip trailer: teem reads it, the check does not
     with pytest.raises(InputError, match="incomplete"):
         read_image_file(path)
+
+
+# --- detached headers whose data file is missing -------------------------------------------------------
+@pytest.mark.parametrize("header_name", ["scan.nhdr", "scan.mhd"])
+def test_a_detached_header_whose_data_file_is_missing_names_it(tmp_path, header_name):
+    header = written(tmp_path, header_name, False)  # ITK writes the header and scan.raw (or .zraw) beside it
+    data_files = [path for path in tmp_path.iterdir() if path != header]
+    assert np.array_equal(read_image_file(header).array, ct_array())  # as written, it reads
+    for data_file in data_files:
+        data_file.rename(tmp_path / ("moved-" + data_file.name))
+    with pytest.raises(InputError) as raised:
+        read_image_file(header)
+    assert str(raised.value) == (
+        f"{header_name} keeps its voxels in a separate file, {data_files[0].name}, which is not there; put that "
+        "file beside the header, or give the image as one file (.nii.gz, .nrrd or .mha).")

@@ -98,6 +98,24 @@ def _nrrd_payload(head: bytes) -> Optional[Payload]:
     return None
 
 
+def named_data_file(path: Path, image_io: str) -> Optional[str]:
+    """The separate data file a .nhdr/.mhd header names (NRRD ``data file``, MetaImage ``ElementDataFile``), if one."""
+    with open(path, "rb") as stream:
+        head = stream.read(MAX_HEADER_BYTES)
+    if image_io == "NrrdImageIO":
+        lines = NRRD_LINE_END.split(head)
+        header = lines[1:lines.index(b"")] if b"" in lines else lines[1:]  # a blank line ends the header
+        fields = (line.partition(b":") for line in header)
+        names = [value.strip() for name, _, value in fields if re.sub(rb"[\s_-]", b"", name).lower() == b"datafile"]
+    elif image_io == "MetaImageIO":
+        fields = (line.replace(b":", b"=", 1).partition(b"=") for line in head.split(b"\n"))
+        names = [value.strip() for key, _, value in fields if key.strip() == b"ElementDataFile"][:1]
+        names = [name for name in names if name.lower() != b"local"]
+    else:
+        return None
+    return names[0].decode("utf-8", errors="replace") if names and names[0] else None
+
+
 def check_payload_complete(path: Path, image_io: str, voxel_bytes: int, *, name: str, advice: str) -> None:
     """Refuse (InputError, one sentence ending in ``advice``) a .mha or .nrrd whose ``voxel_bytes`` of voxels
     are not all there, or whose compressed voxels are damaged or cut short."""

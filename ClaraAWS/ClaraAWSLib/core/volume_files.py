@@ -16,7 +16,7 @@ from .errors import GeometryError, InputError, OutputError
 from .finite import NonFiniteCount, check_finite
 from .geometry import Volume
 from .native_stderr import CapturedText, last_line, quiet_native_stderr
-from .mha_nrrd_files import check_payload_complete
+from .mha_nrrd_files import check_payload_complete, named_data_file
 from .nifti import NIFTI_VOX_OFFSET
 from .nifti_files import DEFAULT_ADVICE, NiftiVoxels, is_nifti2, locate_voxels, voxel_bytes
 
@@ -57,6 +57,7 @@ def read_image_file(path: Union[str, Path]) -> Volume:
             raise InputError(
                 f"{path.name} is a NIfTI-2 file, which SimpleITK cannot read; convert it to NIfTI-1 (.nii or .nii.gz) first."
             ) from None
+        _check_data_file_there(path, image_io)
         raise InputError(
             f"{path} is not an image SimpleITK can read; use NIfTI, NRRD, MHA or another ITK format.",
             details=last_line(str(error)),
@@ -245,3 +246,14 @@ def _write_failure_reason(error: Exception, native_text: str) -> str:
         if marker in text:
             return reason
     return "the file could not be written completely"
+
+
+def _check_data_file_there(path: Path, image_io: str) -> None:
+    """A .nhdr or .mhd whose data file is missing is told so by name (ITK only says it cannot read the header)."""
+    named = named_data_file(path, image_io) if image_io in ("MetaImageIO", "NrrdImageIO") else None
+    if named is None or any(mark in named for mark in ("%", "LIST")):
+        return  # a list or pattern of files: ITK's own words stand
+    data_file = Path(named) if Path(named).is_absolute() else path.parent / named
+    if not data_file.is_file():
+        raise InputError(f"{path.name} keeps its voxels in a separate file, {named}, which is not there; put that file "
+                         "beside the header, or give the image as one file (.nii.gz, .nrrd or .mha).")
