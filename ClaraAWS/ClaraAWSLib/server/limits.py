@@ -17,12 +17,14 @@ from ..core.errors import InputError
 MEGABYTE = 1 << 20
 #: The smallest image the built-in models work on: smoothing and region growing need a neighbourhood.
 MIN_IMAGE_EDGE_VOXELS = 4
-OPTION_NAMES = {
-    "session_expiry": "--session-expiry",
-    "max_upload_bytes": "--max-upload-mb",
-    "max_image_voxels": "--max-image-mvoxels",
-    "max_sessions": "--max-sessions",
-    "max_session_bytes": "--max-session-mb",
+#: Each limit's command-line option: argparse dest -> (flag, ServerLimits field, the field's unit, how many of
+#: those units one unit of the option is). Users type megabytes and million voxels; the server counts bytes and voxels.
+LIMIT_OPTIONS = {
+    "session_expiry": ("--session-expiry", "session_expiry", "second", 1),
+    "max_upload_mb": ("--max-upload-mb", "max_upload_bytes", "byte", MEGABYTE),
+    "max_image_mvoxels": ("--max-image-mvoxels", "max_image_voxels", "voxel", 1_000_000),
+    "max_sessions": ("--max-sessions", "max_sessions", "session", 1),
+    "max_session_mb": ("--max-session-mb", "max_session_bytes", "byte", MEGABYTE),
 }
 
 
@@ -38,17 +40,32 @@ class ServerLimits:
     max_session_bytes: int = 2048 * MEGABYTE
 
     @classmethod
-    def checked(cls, **values) -> "ServerLimits":
-        """Limits from user input; InputError names a limit that is not a positive number."""
+    def from_options(cls, **typed) -> "ServerLimits":
+        """Limits from the numbers typed for the options (keyed by argparse dest, in the options' units).
+
+        InputError names the option and quotes the number as typed, not as converted to bytes or voxels.
+        ``max_upload_mb=None`` means no upload limit.
+        """
         clean = {}
-        for name, value in values.items():
-            if value is None and name == "max_upload_bytes":
-                clean[name] = None
+        for dest, value in typed.items():
+            option, field_name, unit_name, units_per_option_unit = LIMIT_OPTIONS[dest]
+            if value is None and field_name == "max_upload_bytes":
+                clean[field_name] = None
                 continue
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 1:
-                raise InputError(f"The server limit {OPTION_NAMES[name]} must be a positive number, not {value!r}.")
-            clean[name] = int(value)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise InputError(f"The server limit {option} must be a positive number, not {_as_typed(value)}.")
+            amount = int(value * units_per_option_unit)
+            if amount < 1:  # positive, but it would let through nothing at all
+                raise InputError(f"The server limit {option} {_as_typed(value)} is less than one {unit_name}; give a larger number.")
+            clean[field_name] = amount
         return cls(**clean)
+
+
+def _as_typed(value) -> str:
+    """A number as a user would have typed it: -5, not -5.0."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,10 +84,4 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def limits_from_arguments(args: argparse.Namespace) -> ServerLimits:
-    return ServerLimits.checked(
-        session_expiry=args.session_expiry,
-        max_upload_bytes=None if args.max_upload_mb is None else args.max_upload_mb * MEGABYTE,
-        max_image_voxels=args.max_image_mvoxels * 1e6,
-        max_sessions=args.max_sessions,
-        max_session_bytes=args.max_session_mb * MEGABYTE,
-    )
+    return ServerLimits.from_options(**{dest: getattr(args, dest) for dest in LIMIT_OPTIONS})

@@ -7,6 +7,7 @@ belongs; this server refuses such params too (HTTP 400), so client bugs show up 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .problems import InvalidParams
@@ -15,6 +16,9 @@ Index = Tuple[int, ...]
 
 RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd")
 RESULT_DTYPES = ("uint8", "uint16")
+#: How deeply params may nest arrays and objects. Real params need three levels ({"points": [[i, j, k]]});
+#: the bound keeps deeper input from exhausting Python's recursion limit when it is read or quoted back.
+MAX_PARAMS_NESTING = 32
 
 
 def parse_params(text: Optional[str]) -> Dict[str, Any]:
@@ -25,9 +29,36 @@ def parse_params(text: Optional[str]) -> Dict[str, Any]:
         params = json.loads(text)
     except ValueError as exc:
         raise InvalidParams(f"The params field is not valid JSON ({exc}); send a JSON object such as {{}}.") from None
+    except RecursionError:  # the decoder recurses once per level and gives up long before memory does
+        raise _too_deeply_nested() from None
     if not isinstance(params, dict):
         raise InvalidParams(f"The params field must be a JSON object, not {type(params).__name__}.")
+    if _nesting_depth(params) > MAX_PARAMS_NESTING:
+        raise _too_deeply_nested()
     return params
+
+
+def _too_deeply_nested() -> InvalidParams:
+    return InvalidParams(
+        f"The params field nests arrays or objects more than {MAX_PARAMS_NESTING} levels deep; "
+        'send a flat JSON object such as {"points": [[i, j, k], ...]}.'
+    )
+
+
+def _nesting_depth(value: Any) -> int:
+    """How many arrays and objects deep ``value`` goes, counted without recursion (it may be very deep)."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_PARAMS_NESTING:
+            break  # deep enough to refuse; no need to walk the rest
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -45,8 +76,14 @@ def _as_index(value: Any, key: str, position: int) -> Index:
         raise InvalidParams(f"{key}[{position}] = {_short(value)} is not a point; send [i, j, k] (three integers).")
     coordinates = []
     for coordinate in value:
-        is_integral_number = isinstance(coordinate, (int, float)) and not isinstance(coordinate, bool)
-        if not is_integral_number or int(coordinate) != coordinate:
+        if isinstance(coordinate, bool):
+            is_whole_number = False
+        elif isinstance(coordinate, int):
+            is_whole_number = True  # however large: check_inside then reports it outside the image
+        else:
+            # Python's JSON reader accepts NaN and Infinity, which int() cannot convert: check before converting.
+            is_whole_number = isinstance(coordinate, float) and math.isfinite(coordinate) and coordinate.is_integer()
+        if not is_whole_number:
             raise InvalidParams(
                 f"Cannot convert {key}[{position}] = {_short(value)} to integer voxel indices; "
                 "each coordinate must be a whole number."
@@ -96,7 +133,7 @@ def parse_current_point(params: Dict[str, Any], size: Sequence[int]) -> Optional
 def check_inside(point: Index, size: Sequence[int], name: str) -> None:
     if any(v < 0 or v >= n for v, n in zip(point, size)):
         raise InvalidParams(
-            f"{name} = {list(point)} lies outside the image of size {list(size)}; "
+            f"{name} = {_short(list(point))} lies outside the image of size {list(size)}; "
             "points are voxel indices [i, j, k] of the image as sent."
         )
 
