@@ -146,7 +146,8 @@ def stack_rejection(stack: Mapping[str, Any], output_keys: Sequence[str] = DEFAU
 
 
 def service_address(output_value: str, use_https: Optional[str]) -> tuple[str, str]:
-    """``(protocol, address)`` for a ``ClaraServiceUrl`` value: the address has no scheme and no trailing '/'."""
+    """``(protocol, address)`` for a ``ClaraServiceUrl`` value: the address has no scheme, no trailing '/' and
+    no ``user:password@`` (a deployment's address is shown, listed and logged, so it never carries credentials)."""
     value = output_value.strip()
     scheme, separator, rest = value.partition("://")
     if separator and scheme.lower() in ("http", "https"):
@@ -154,7 +155,34 @@ def service_address(output_value: str, use_https: Optional[str]) -> tuple[str, s
     else:
         protocol = "http" if (use_https or "").strip().upper() == "HTTP" else "https"
         address = value
-    return protocol, address.rstrip("/")
+    return protocol, _without_userinfo(address).rstrip("/")
+
+
+def _authority_and_rest(address: str) -> Tuple[str, str]:
+    """``host[:port]`` with any user-info, and the path/query that follows, of an address without scheme."""
+    end = min((index for index in map(address.find, "/?#") if index >= 0), default=len(address))
+    return address[:end], address[end:]
+
+
+def _without_userinfo(address: str) -> str:
+    """``address`` (no scheme) without the ``user:password@`` of its authority; the rule of
+    ``backends.transport.without_userinfo``, which this ring may not import."""
+    authority, rest = _authority_and_rest(address)
+    return authority.rpartition("@")[2] + rest
+
+
+def carries_credentials(output_value: str) -> bool:
+    """Whether a ``ClaraServiceUrl`` value has a ``user:password@`` (or ``user@``) before its host."""
+    value = output_value.strip()
+    return "@" in _authority_and_rest(value.partition("://")[2] if "://" in value else value)[0]
+
+
+def credentials_note(stack_name: str) -> str:
+    return (
+        f"Stack {stack_name} publishes its server address with credentials (user:password@) in it, which "
+        "ClaraAWS neither shows nor uses: anyone allowed to describe the stack can read them, so change that "
+        "password and publish the address without it."
+    )
 
 
 def alias_note(stack_name: str, elb_host: str) -> str:
@@ -206,6 +234,9 @@ def _deployment(candidate: _Candidate, region: str, alias: Optional[str]) -> Dep
         url = f"{candidate.protocol}://{candidate.address}"
         on_elb_name = elb_host.lower().endswith(_ELB_SUFFIXES)
         note = alias_note(name, elb_host) if candidate.protocol == "https" and on_elb_name else None
+    if carries_credentials(_output_value(stack, candidate.output_keys) or ""):
+        # The address already lost them (service_address); say why a server behind a login may now refuse.
+        note = " ".join(filter(None, (credentials_note(name), note)))
     return Deployment(
         stack_name=name,
         stack_id=candidate.stack_id,

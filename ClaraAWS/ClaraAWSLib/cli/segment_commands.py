@@ -100,10 +100,23 @@ def cmd_deepedit(args) -> int:
     clicks: Dict[str, List[List[int]]] = {}
     for label, point in args.click:
         clicks.setdefault(label, []).append(point)
-    return _run_work(args, DEEPEDIT, {"clicks": clicks}, points={"foreground": [p for _, p in args.click]})
+    return _run_work(args, DEEPEDIT, {"clicks": clicks}, points={"foreground": [p for _, p in args.click]},
+                     connect=_open_monailabel_backend)
 
 
-def _run_work(args, task: str, arguments: dict, points: Optional[dict] = None) -> int:
+def _open_monailabel_backend(args):
+    """The backend of --server when it is a MONAI Label server; an AIAA one is refused before any model lookup
+    (it has no deepedit model, and "no model named ..." would hide why)."""
+    client = open_client(args)
+    if client.kind != "monailabel":
+        # Named by the backend's base URL: the wire keeps a user:password@ of --server apart from it.
+        shown = client.base_url
+        client.close()
+        raise InputError(f"deepedit needs a MONAI Label server; {shown} is an AIAA server.")
+    return client
+
+
+def _run_work(args, task: str, arguments: dict, points: Optional[dict] = None, connect=open_client) -> int:
     from ..backends import check_points_inside
     from ..core.geometry import result_on_grid
     from ..core.nifti import encode_volume
@@ -117,7 +130,7 @@ def _run_work(args, task: str, arguments: dict, points: Optional[dict] = None) -
     volume = read_input(args.input)  # an image file or a folder holding one DICOM series
     check_points_inside(points or {}, volume.grid)
     image = encode_volume(volume)
-    with open_client(args) as client:
+    with connect(args) as client:
         # Ask for the model first: a wrong name or type fails before a large upload, not after.
         model = client.check_model_task(client.model(args.model), task)
         session = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
 from .. import ANNOTATE, AUTO_SEGMENT, DEEPGROW, TASK_OF_KIND
 from .client import MODEL_TYPES_FOR_TASK, AIAAClient, AIAAResult, check_model_task
@@ -15,18 +15,15 @@ class AIAABackend(AIAAClient):
 
     kind = "aiaa"
 
-    def models(self, label: Optional[str] = None, type: Optional[str] = None) -> List[Dict[str, Any]]:
-        """The models with ``label_values`` too: an AIAA result gives label ``labels[v-1]`` the value v."""
-        return [_with_values(model) for model in super().models(label=label, type=type)]
-
-    def model(self, name: str) -> Dict[str, Any]:
-        return _with_values(super().model(name))
+    # models() and model() are AIAAClient's: each model has ``label_values`` (name -> value in a result),
+    # labels[v-1] -> v for the protocol's list, the server's own numbers for a labels map.
 
     def check_model_task(self, model: Mapping[str, Any], task: str) -> Mapping[str, Any]:
         return check_model_task(model, TASK_OF_KIND.get(task, task))
 
     def model_types_for(self, task: str) -> Sequence[str]:
-        return MODEL_TYPES_FOR_TASK[TASK_OF_KIND.get(task, task)]
+        # No model type serves deepedit here (MONAI Label's): none, as MONAI Label answers for annotation.
+        return MODEL_TYPES_FOR_TASK.get(TASK_OF_KIND.get(task, task), ())
 
     def endpoint_for(self, task: str, model: Mapping[str, Any]) -> str:
         if task == AUTO_SEGMENT:
@@ -45,8 +42,3 @@ class AIAABackend(AIAAClient):
         if task == DEEPGROW:
             return self.deepgrow(name, endpoint=self.endpoint_for(task, model), **arguments)
         raise ValueError(f"unknown task {task!r}")
-
-
-def _with_values(model: Dict[str, Any]) -> Dict[str, Any]:
-    model["label_values"] = {str(name): position + 1 for position, name in enumerate(model.get("labels") or [])}
-    return model

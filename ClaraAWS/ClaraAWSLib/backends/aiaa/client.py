@@ -27,6 +27,7 @@ from ...core.errors import (
 from ...core.geometry import Volume
 from ...core.imageio import EncodedImage, read_image_file, result_byte_limit
 from ...core.multipart import CancelToken, MultipartBody, ProgressCallback
+from ...core.server_text import one_line
 from ..results import ImageSession, LabelResult, multipart_result
 from ..rules import MIN_EXTREME_POINTS, check_points_inside, index_points, require_model_type, session_path
 from ..transport import HttpTransport, ImageInput, as_encoded_image, json_object
@@ -45,8 +46,16 @@ MODEL_TYPES_FOR_TASK = {"auto": AUTO_SEGMENTATION_TYPES, "annotation": ANNOTATIO
 TASK_NAMES = {"auto": "auto-segmentation", "annotation": "extreme-point annotation", "deepgrow": "deepgrow clicks"}
 
 
+#: Tasks of the seam that only MONAI Label serves: no AIAA model type takes them.
+MONAI_LABEL_TASK_NAMES = {"deepedit": "deepedit (clicks for several labels at once)"}
+
+
 def check_model_task(model: Mapping[str, Any], task: str) -> Mapping[str, Any]:
     """``model`` if its type fits the task ("auto", "annotation", "deepgrow"), else one readable InputError."""
+    if task not in MODEL_TYPES_FOR_TASK:
+        # No AIAA model type takes this task, whatever the model: say whose task it is.
+        what = MONAI_LABEL_TASK_NAMES.get(task, task)
+        raise InputError(f"{what[:1].upper()}{what[1:]} needs a MONAI Label server; an AIAA server has no model for it.")
     return require_model_type(model, MODEL_TYPES_FOR_TASK[task], TASK_NAMES[task])
 
 
@@ -365,15 +374,85 @@ def _normalise_model(model: Dict[str, Any]) -> Dict[str, Any]:
     description = model.get("description")
     model["description"] = description if isinstance(description, str) else ""
     labels = model.get("labels") or []
-    if isinstance(labels, dict):  # some servers map label values to names
-        labels = [name for _, name in sorted(labels.items(), key=lambda item: int(item[1]) if str(item[1]).isdigit() else 0)]
+    if isinstance(labels, dict):
+        label_values = _label_values_of_map(name, labels)
+        model["labels"] = list(label_values)  # in value order
+        model["label_values"] = label_values
+        return model
     if not isinstance(labels, (list, tuple)) or not all(isinstance(label, (str, int, float)) for label in labels):
         raise MalformedResponseError(
             f"The server lists the labels of model '{name}' as {json.dumps(labels)[:40]}, not a list of names; "
             "the server's model list is malformed."
         )
     model["labels"] = [str(label) for label in labels]
+    # The protocol's own form: value v is labels[v-1].
+    model["label_values"] = {label: position + 1 for position, label in enumerate(model["labels"])}
     return model
+
+
+def _whole_number(value: Any) -> Optional[int]:
+    """``value`` as a label value when it is a whole number (3, 3.0 or the text "3"), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdecimal():
+        return int(value.strip())
+    return None
+
+
+def _label_values_of_map(model_name: str, labels: Mapping[Any, Any]) -> Dict[str, int]:
+    """name -> value, in value order, of a model's labels given as a map rather than the protocol's list.
+
+    Servers write such a map either way round: MONAI Label-style name -> value (``{"spleen": 1}``), some
+    AIAA-era servers value -> name (``{"1": "spleen"}``). The numbers are the values in the result image,
+    kept as given (they need not run 1..N). A map whose keys and values are all numbers could be read
+    both ways, and one that mixes the forms neither, so both are refused rather than guessed.
+    Background (value 0 or the name "background") names no segment and is left out, as for MONAI Label.
+    """
+    model_name = one_line(model_name, 60)  # names the server wrote go into messages as one clean line
+    keys_as_values = {key: _whole_number(key) for key in labels}
+    values = {key: _whole_number(value) for key, value in labels.items()}
+    keys_are_values = all(number is not None for number in keys_as_values.values())
+    values_are_values = all(number is not None for number in values.values())
+    shown = json.dumps(labels)[:60]
+    if keys_are_values and values_are_values:
+        raise MalformedResponseError(
+            f"The server lists the labels of model '{model_name}' as {shown}, numbers on both sides, so which "
+            "are label values and which are names cannot be told; ask its operator to name the labels in text."
+        )
+    if values_are_values and not any(number is not None for number in keys_as_values.values()):
+        pairs = [(str(key), values[key]) for key in labels]
+    elif keys_are_values and all(isinstance(value, str) for value in labels.values()):
+        pairs = [(str(value), keys_as_values[key]) for key, value in labels.items()]
+    else:
+        raise MalformedResponseError(
+            f"The server lists the labels of model '{model_name}' as {shown}, neither names mapped to whole "
+            "numbers nor whole numbers mapped to names; the server's model list is malformed."
+        )
+    named: Dict[str, int] = {}
+    name_of_value: Dict[int, str] = {}
+    for label, value in pairs:
+        if value == 0 or label.strip().lower() == "background":
+            continue
+        shown_label = one_line(label, 40)
+        if value < 0:
+            raise MalformedResponseError(
+                f"The server gives label '{shown_label}' of model '{model_name}' the value {value}, below zero, "
+                "which no label image holds; the server's model list is malformed."
+            )
+        if label in named or value in name_of_value:
+            other = f"'{shown_label}' both {named[label]} and {value}" if label in named else \
+                f"{value} to both '{one_line(name_of_value[value], 40)}' and '{shown_label}'"
+            raise MalformedResponseError(
+                f"The server's labels of model '{model_name}' give {other}, so a result cannot be named "
+                "without guessing; the server's model list is malformed."
+            )
+        named[label] = value
+        name_of_value[value] = label
+    return dict(sorted(named.items(), key=lambda item: item[1]))
 
 
 def _parse_work_response(content_type: str, content: bytes, endpoint: str) -> AIAAResult:
