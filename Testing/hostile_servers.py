@@ -229,6 +229,10 @@ class _HostileHandler(_QuietHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def do_model_list(self, rest, url) -> None:
+        """``owner.models``, the test's model list."""
+        self.json(self.server.owner.models)
+
     def do_deep_json(self, rest, url) -> None:
         self.answer(200, b"[" * 100_000 + b"]" * 100_000, "application/json")
 
@@ -294,6 +298,7 @@ class HostileServer(LoopbackServer):
         self.claimed_size = (6, 5, 4)
         self.result_file = (b"", "result.nii.gz")
         self.error_message = ""
+        self.models = MODELS
         self.location = ""
         self.raw_answer = b""
         self.scheme = "http"

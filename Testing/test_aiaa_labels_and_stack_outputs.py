@@ -159,6 +159,21 @@ def test_batch_report_puts_each_value_s_volume_under_the_name_the_server_gives_i
     assert float(row["spleen_ml"]) == pytest.approx(counts[2] * VOXEL_ML, abs=6e-4)  # 24 voxels
 
 
+def test_batch_counts_and_scores_labels_by_their_values_when_the_values_skip_numbers(tmp_path, ct_and_result):
+    ct_path, result, counts = ct_and_result
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    (truth / "ct.nii.gz").write_bytes(result)  # the server's own answer as the truth: every Dice is 1
+    with LabelMapServer({"2": "spleen", "1": "liver", "10": "tumour"}, result) as server:
+        run = clara_aws("batch", "--server", server.url, "--backend", "aiaa", "--model", "seg", str(ct_path),
+                        "-o", str(tmp_path / "out"), "--truth", str(truth))
+    assert run.returncode == 0, run.stderr
+    with open(tmp_path / "out" / "report.csv", newline="", encoding="utf-8-sig") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert float(row["tumour_ml"]) == pytest.approx(counts[10] * VOXEL_ML, abs=6e-4)
+    assert [float(row[f"dice_{name}"]) for name in ("liver", "spleen", "tumour")] == [1.0, 1.0, 1.0]
+
+
 def test_segment_result_values_are_the_ones_label_values_names(tmp_path, ct_and_result):
     """The result keeps the server's values (10 stays 10), so label_values names every labelled voxel."""
     from ClaraAWSLib.backends import connect
@@ -192,6 +207,14 @@ def test_deepedit_against_an_aiaa_server_says_it_needs_monai_label(tmp_path, ct_
         assert "needs a MONAI Label server" in run.stderr and reference_server.url in run.stderr
         assert "S3cretPw" not in run.stderr and "admin" not in run.stderr
     assert not (tmp_path / "de.nii.gz").exists()
+
+
+@pytest.mark.parametrize("command", [["next", "-o", "never-written.nii.gz"], ["train", "status"]])
+def test_monai_label_commands_against_an_aiaa_server_never_show_its_password(reference_server, command):
+    address = urlsplit(reference_server.url)
+    run = clara_aws(*command, "--server", f"{address.scheme}://bob:Pw0rd-9@{address.netloc}")
+    assert run.returncode == 2 and "needs a MONAI Label server" in run.stderr, run.stderr
+    assert "Pw0rd-9" not in run.stdout + run.stderr
 
 
 def test_an_aiaa_backend_refuses_the_deepedit_task_in_one_sentence(reference_server):

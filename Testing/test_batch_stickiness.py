@@ -62,8 +62,8 @@ def test_a_task_added_during_a_batch_gets_cases_although_the_balancer_is_sticky(
         # Index 1 is a target not yet registered; put_back registers the new task there mid-run.
         with LoadBalancer([first.url, first.url], sticky=True) as balancer:
             balancer.take_out(1)
-            segment, labels, close = batch_command._segmenter(argparse.Namespace(model=MODEL),
-                                                             lambda _: connect(balancer.url))
+            segment, (labels, values), close = batch_command._segmenter(argparse.Namespace(model=MODEL),
+                                                                         lambda _: connect(balancer.url))
 
             def add_a_task():
                 wait_for(lambda: segmentations(first) >= 3)
@@ -72,7 +72,7 @@ def test_a_task_added_during_a_batch_gets_cases_although_the_balancer_is_sticky(
             adder = threading.Thread(target=add_a_task)
             adder.start()
             try:
-                settings = BatchSettings(outdir=tmp_path / "out", label_names=labels, model_name=MODEL, workers=2)
+                settings = BatchSettings(outdir=tmp_path / "out", label_names=labels, label_values=values, model_name=MODEL, workers=2)
                 report = run_batch(expand_inputs(str(dataset)), segment, settings)
             finally:
                 close()

@@ -67,9 +67,9 @@ def direct_answers(dataset, server_url):
 
 
 def run_batch_on(segment_and_labels, dataset, outdir, workers=2):
-    segment, labels, close = segment_and_labels
+    segment, (labels, values), close = segment_and_labels
     try:
-        settings = BatchSettings(outdir=outdir, label_names=labels, model_name=MODEL, workers=workers, **FAST_RETRIES)
+        settings = BatchSettings(outdir=outdir, label_names=labels, label_values=values, model_name=MODEL, workers=workers, **FAST_RETRIES)
         return run_batch(expand_inputs(str(dataset)), segment, settings)
     finally:
         close()

@@ -19,7 +19,7 @@ from dicom_fixtures import PATIENT_ID, slice_position, write_series  # noqa: E40
 from ClaraAWSLib.core.errors import GeometryError, InputError  # noqa: E402
 from ClaraAWSLib.core.geometry import ImageGrid, Volume  # noqa: E402
 from ClaraAWSLib.datasets import find_series  # noqa: E402
-from ClaraAWSLib.datasets.dicom_seg import segment_codes, write_dicom_seg  # noqa: E402
+from ClaraAWSLib.datasets.dicom_seg import read_dicom_seg, segment_codes, write_dicom_seg  # noqa: E402
 
 GRID = ImageGrid((18, 14, 8), (0.8, 1.2, 3.0), (-80.5, 33.25, -210.0), rotation(-9, 14, 31))
 NAMES = ["liver", "spleen", "left kidney", "liver tumour", "marrow"]
@@ -124,7 +124,7 @@ def test_labels_off_the_series_grid_or_unnamed_are_refused_and_nothing_is_writte
     shifted = ImageGrid(GRID.size, GRID.spacing, (GRID.origin[0] + 1.0, *GRID.origin[1:]), GRID.direction)
     with pytest.raises(GeometryError, match="not on the grid of the DICOM series ct"):
         write_dicom_seg(Volume(labels_on(GRID).array, shifted), series, NAMES, output, model_name="m")
-    with pytest.raises(InputError, match="holds value 5, but the model names 4 labels"):
+    with pytest.raises(InputError, match=r"holds value 5, which none of the model's 4 labels has \(values 1, 2, 3, 4\)"):
         array = labels_on(GRID).array.copy()
         array[0, 0, 0] = 5
         write_dicom_seg(Volume(array, GRID), series, NAMES[:4], output, model_name="m")
@@ -138,3 +138,28 @@ def test_an_existing_output_is_replaced_only_by_a_complete_file(source, tmp_path
     write_dicom_seg(labels_on(GRID), series, NAMES, output, model_name="m")
     assert pydicom.dcmread(output).Modality == "SEG"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct", "seg.dcm"]  # no partial file left behind
+
+
+def test_a_model_whose_label_values_skip_numbers_gets_one_segment_per_label_and_reads_back_its_values(source,
+                                                                                                      tmp_path):
+    """MONAI Label models give their own values (DeepEdit's liver is 6): segment n is label n whatever its value."""
+    series, _ = source
+    values = [6, 2, 9, 12, 14]
+    positions = labels_on(GRID).array
+    gapped = np.zeros_like(positions)
+    for number, value in enumerate(values, start=1):
+        gapped[positions == number] = value
+    output = write_dicom_seg(Volume(gapped, GRID), series, NAMES, tmp_path / "seg.dcm", model_name="m",
+                             label_values=values)
+    ds = pydicom.dcmread(output)
+    assert [s.SegmentLabel for s in ds.SegmentSequence] == NAMES
+    frames = ds.pixel_array.reshape(-1, GRID.size[1], GRID.size[0])
+    per_segment = {}
+    for frame, groups in zip(frames, ds.PerFrameFunctionalGroupsSequence):
+        number = groups.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+        per_segment[number] = per_segment.get(number, 0) + int(np.count_nonzero(frame))
+    assert per_segment == {n: int(np.count_nonzero(positions == n)) for n in range(1, 5)}  # marrow is absent
+    assert np.array_equal(read_dicom_seg(output, series, NAMES, values).array, gapped)
+    with pytest.raises(InputError, match="holds value 1, which none of the model's 5 labels has"):
+        write_dicom_seg(Volume(positions, GRID), series, NAMES, tmp_path / "other.dcm", model_name="m",
+                        label_values=values)

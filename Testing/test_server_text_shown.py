@@ -129,3 +129,13 @@ def test_a_ca_bundle_without_a_certificate_is_a_bad_argument(tmp_path, content):
 def test_a_ca_bundle_with_a_certificate_is_taken(self_signed_certificate):
     cert, _key = self_signed_certificate
     assert AIAAClient("https://127.0.0.1:9", verify=str(cert)).base_url == "https://127.0.0.1:9"
+
+
+def test_models_prints_server_written_names_and_descriptions_as_clean_lines(server):
+    server.models = [{"name": f"seg{ESC}[31mRED", "type": "segmentation", "labels": ["li\nver"],
+                      "description": f"evil{ESC}[2J\rcleared\nsecond line"}]
+    done = subprocess.run([sys.executable, "-m", "ClaraAWSLib.cli", "models", "--server", f"{server.url}/model-list",
+                           "--backend", "aiaa"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert ESC not in done.stdout and "\r" not in done.stdout
+    assert "segRED" in done.stdout and "li ver" in done.stdout and "evil cleared second line" in done.stdout

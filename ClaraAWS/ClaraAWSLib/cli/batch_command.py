@@ -105,7 +105,10 @@ def _segmenter(args, connect: Callable, retry: Callable = lambda action: action(
         for backend in opened:
             backend.close()
 
-    return segment, list(model.get("labels") or ()), close
+    names = [str(name) for name in model.get("labels") or ()]
+    by_name = model.get("label_values") or {}
+    values = [int(by_name[name]) for name in names] if all(name in by_name for name in names) else []
+    return segment, (names, values), close
 
 
 def requests_in_flight(args, say: Callable[[str], None]) -> int:
@@ -244,9 +247,10 @@ def run(args: argparse.Namespace, connect: Callable) -> int:
             cases = _cases(args, outdir)
             display.total = len(cases) if isinstance(cases, list) else None
             jobs = requests_in_flight(args, say)
-            segment, labels, close = _segmenter(args, connect, lambda action: retrying(action, args.retries + 1))
+            segment, (labels, values), close = _segmenter(args, connect,
+                                                          lambda action: retrying(action, args.retries + 1))
             try:
-                settings = BatchSettings(outdir=outdir, label_names=labels, model_name=args.model,
+                settings = BatchSettings(outdir=outdir, label_names=labels, label_values=values, model_name=args.model,
                                          output_format=args.format, truth_dir=truth, workers=jobs,
                                          attempts=args.retries + 1, resume=not args.no_resume)
                 check_outputs(cases if isinstance(cases, list) else [], settings,

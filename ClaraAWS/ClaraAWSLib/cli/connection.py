@@ -68,6 +68,7 @@ def open_monailabel_client(args, what: str):
 
     client = open_client(args)
     if not supports_active_learning(client):
+        shown = client.base_url  # --server as typed may carry user:password@; the wire keeps them apart
         client.close()
-        raise InputError(f"{what} needs a MONAI Label server; {args.server or 'this server'} is an AIAA server.")
+        raise InputError(f"{what} needs a MONAI Label server; {shown} is an AIAA server.")
     return client

@@ -7,6 +7,7 @@ import sys
 from typing import Dict, List, Optional
 
 from ..core.errors import ClaraError, InputError
+from ..core.server_text import one_line
 from .connection import open_client
 from .options import SharedOptions, add_io_arguments, labelled_voxel_index, voxel_index
 
@@ -52,11 +53,14 @@ def cmd_models(args) -> int:
     if not models:
         print("The server offers no models" + (" matching the filter." if args.type or args.label else "."))
         return 0
-    width = max(len(m["name"]) for m in models)
-    for model in models:
-        print(f"{model['name']:<{width}}  {model['type']:<12}  {', '.join(model['labels']) or '-'}")
-        if model.get("description"):
-            print(f"{'':<{width}}  {model['description']}")
+    # What the server wrote goes to the terminal as clean lines (--json keeps it exact, escaped by JSON).
+    rows = [(one_line(m["name"], 80), one_line(m["type"], 40), one_line(", ".join(m["labels"]) or "-", 400),
+             one_line(m.get("description") or "", 400)) for m in models]
+    width = max(len(name) for name, *_ in rows)
+    for name, kind, labels, description in rows:
+        print(f"{name:<{width}}  {kind:<12}  {labels}")
+        if description:
+            print(f"{'':<{width}}  {description}")
     return 0
 
 

@@ -52,6 +52,8 @@ class BatchSettings:
     outdir: Path
     label_names: Sequence[str]
     model_name: str
+    #: Each label's value in a result (the model's own, which may skip numbers); empty: 1..N in order.
+    label_values: Sequence[int] = ()
     output_format: str = "nifti"
     truth_dir: Optional[Path] = None
     workers: int = 1
@@ -167,7 +169,8 @@ def _write(case: Case, labels: Volume, settings: BatchSettings, series, foreign:
     if path.suffix == ".dcm":
         from .dicom_seg import write_dicom_seg
 
-        return write_dicom_seg(labels, series, settings.label_names, path, model_name=settings.model_name)
+        return write_dicom_seg(labels, series, settings.label_names, path, model_name=settings.model_name,
+                               label_values=settings.label_values)
     write_image_file(labels, path)
     return path
 
@@ -183,7 +186,7 @@ def _dice(labels: Volume, case: Case, settings: BatchSettings) -> Tuple[Optional
     if not path.is_file():
         return None, ""
     try:
-        return dice_scores(labels, read_image_file(path), settings.label_names), ""
+        return dice_scores(labels, read_image_file(path), settings.label_names, settings.label_values), ""
     except ClaraError as error:
         return None, f"No Dice against the truth file {path}: {error}"
 
@@ -218,7 +221,7 @@ def _earlier_labels(case: Case, settings: BatchSettings) -> Optional[Volume]:
         from .dicom_seg import read_dicom_seg
 
         with case.opened() as (_, series):  # the series' slices, downloaded again for an S3 case; nothing is sent
-            return read_dicom_seg(path, series, settings.label_names)
+            return read_dicom_seg(path, series, settings.label_names, settings.label_values)
     except (ClaraError, SeveralSeries):
         return None
 
@@ -271,7 +274,8 @@ def process_case(case: Case, segment: Callable[[Volume], Volume], settings: Batc
             try:
                 _write(case, labels, settings, series, foreign, outdir_id)
                 dice, note = _dice(labels, case, settings)
-                row = CaseRow(case.case_id, OK, clock() - started, label_volumes_ml(labels, settings.label_names),
+                row = CaseRow(case.case_id, OK, clock() - started,
+                              label_volumes_ml(labels, settings.label_names, settings.label_values),
                               dice, message=note, input_stamp=stamp, model=settings.model_name,
                               input=case.input_name)
             except Exception as error:

@@ -1,6 +1,7 @@
 """A DICOM Segmentation object from a label volume on a DICOM series' grid (highdicom, an optional extra).
 
-One segment per model label (value v is ``label_names[v-1]``, by value, as everywhere in ClaraAWS),
+One segment per model label (segment n is ``label_names[n-1]``, whose value in the label volume is the
+model's: ``label_values[n-1]``, or n when the model gives no values),
 each with its name, a coded category and type (SNOMED CT: organs by their own concept, lesions as
 neoplasms, a generic tissue code otherwise; "left"/"right" as a laterality modifier, as DICOM codes
 paired organs) and the model as the algorithm. The object references the source series instance by
@@ -22,6 +23,7 @@ from ..core.errors import GeometryError, InputError
 from ..core.geometry import Volume
 from .dicom_series import DicomSeries, MultiFrameSeries, sorted_slices
 from .files import replace_atomically
+from .report import values_of
 
 SCT = "SCT"
 #: (code, meaning) of the segment categories (DICOM CID 7150).
@@ -92,21 +94,28 @@ def _modules():
     return highdicom, pydicom
 
 
-def _values(labels: Volume, label_names: Sequence[str]) -> np.ndarray:
+def _segment_numbers(labels: Volume, label_names: Sequence[str], label_values: Optional[Sequence[int]]) -> np.ndarray:
+    """The label volume with each label's value replaced by its segment number (1..N), 0 elsewhere."""
     array = np.asarray(labels.array)
     if not np.issubdtype(array.dtype, np.integer):
         if not np.array_equal(array, np.round(array)):
             raise InputError("The label volume holds fractional values; a DICOM SEG needs whole label values.")
         array = array.astype(np.int64)
+    values = values_of(label_names, label_values)
     low, high = int(array.min()), int(array.max())
-    if low < 0 or high > len(label_names):
-        raise InputError(f"The label volume holds value {high if high > len(label_names) else low}, but the model "
-                         f"names {len(label_names)} labels (values 1 to {len(label_names)}).")
-    return array.astype(np.uint8 if len(label_names) < 256 else np.uint16)
+    present = np.flatnonzero(np.bincount(array.ravel(), minlength=1)) if 0 <= low and high <= max(values) else []
+    unknown = low if low < 0 else high if high > max(values) else \
+        next((int(value) for value in present if value and value not in values), None)
+    if unknown is not None:
+        raise InputError(f"The label volume holds value {unknown}, which none of the model's {len(label_names)} "
+                         f"labels has (values {', '.join(map(str, values))}).")
+    numbers = np.zeros(max(values) + 1, np.int64)
+    numbers[values] = np.arange(1, len(values) + 1)
+    return numbers[array].astype(np.uint8 if len(label_names) < 256 else np.uint16)
 
 
 def build_dicom_seg(labels: Volume, series: DicomSeries, label_names: Sequence[str], *, model_name: str,
-                    model_version: str = "1"):
+                    model_version: str = "1", label_values: Optional[Sequence[int]] = None):
     """The highdicom Segmentation of ``labels`` (on ``series``' grid) referencing ``series``."""
     highdicom, pydicom = _modules()
     from pydicom.uid import generate_uid
@@ -123,7 +132,7 @@ def build_dicom_seg(labels: Volume, series: DicomSeries, label_names: Sequence[s
     if not labels.grid.matches(grid):
         raise GeometryError(f"The labels ({labels.grid.describe()}) are not on the grid of the DICOM series "
                             f"{series.case_id} ({grid.describe()}): place them on the series' grid first.")
-    pixels = _values(labels, label_names)
+    pixels = _segment_numbers(labels, label_names, label_values)
     sources = [pydicom.dcmread(str(path), stop_before_pixels=True) for path in files]
     algorithm = highdicom.AlgorithmIdentificationSequence(
         name=model_name or "unknown model", version=model_version or "1",
@@ -162,9 +171,10 @@ def build_dicom_seg(labels: Volume, series: DicomSeries, label_names: Sequence[s
 
 
 def write_dicom_seg(labels: Volume, series: DicomSeries, label_names: Sequence[str], output: Union[str, Path], *,
-                    model_name: str, model_version: str = "1") -> Path:
+                    model_name: str, model_version: str = "1", label_values: Optional[Sequence[int]] = None) -> Path:
     """Write the DICOM SEG atomically (beside ``output``, read back, then renamed); returns ``output``."""
-    segmentation = build_dicom_seg(labels, series, label_names, model_name=model_name, model_version=model_version)
+    segmentation = build_dicom_seg(labels, series, label_names, model_name=model_name, model_version=model_version,
+                                   label_values=label_values)
     _, pydicom = _modules()
 
     def save(partial: Path) -> None:
@@ -175,9 +185,10 @@ def write_dicom_seg(labels: Volume, series: DicomSeries, label_names: Sequence[s
     return replace_atomically(Path(output), save, "DICOM SEG")
 
 
-def read_dicom_seg(path: Union[str, Path], series: DicomSeries, label_names: Sequence[str]) -> Volume:
-    """The labels of a DICOM SEG this module wrote for ``series``, back on the series' grid (segment n is label
-    value n); InputError when it is not a SEG of that series with one segment per label."""
+def read_dicom_seg(path: Union[str, Path], series: DicomSeries, label_names: Sequence[str],
+                   label_values: Optional[Sequence[int]] = None) -> Volume:
+    """The labels of a DICOM SEG this module wrote for ``series``, back on the series' grid with the model's
+    label values (segment n is label n); InputError when it is not a SEG of that series with one segment per label."""
     highdicom, pydicom = _modules()
     files, grid = sorted_slices(series)
     uids = [pydicom.dcmread(str(file), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID
@@ -190,7 +201,9 @@ def read_dicom_seg(path: Union[str, Path], series: DicomSeries, label_names: Seq
                                                             assert_missing_frames_are_empty=True)
     except (OSError, ValueError, KeyError, AttributeError) as error:
         raise InputError(f"The DICOM SEG {path} is not the labels of series {series.case_id} ({error}).") from None
-    return Volume(np.ascontiguousarray(pixels, dtype=np.uint8 if len(label_names) < 256 else np.uint16), grid)
+    values = np.array([0] + values_of(label_names, label_values))
+    dtype = np.uint8 if values.max() < 256 else np.uint16
+    return Volume(np.ascontiguousarray(values[np.asarray(pixels, np.int64)], dtype=dtype), grid)
 
 
 __all__: List[str] = ["build_dicom_seg", "read_dicom_seg", "segment_codes", "write_dicom_seg"]

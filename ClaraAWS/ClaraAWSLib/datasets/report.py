@@ -34,23 +34,36 @@ def column_label(label: str) -> str:
     return _UNSAFE.sub("_", str(label).strip()).strip("_") or "label"
 
 
-def label_volumes_ml(labels: Volume, label_names: Sequence[str]) -> Dict[str, float]:
-    """Millilitres per label: voxels of value v x the voxel's volume (mm^3) / 1000."""
-    values = np.asarray(labels.array).ravel()
-    counts = np.bincount(values[(values > 0) & (values <= len(label_names))].astype(np.int64),
-                         minlength=len(label_names) + 1)
+def values_of(label_names: Sequence[str], label_values: Optional[Sequence[int]] = None) -> List[int]:
+    """The value each label has in a result: ``label_values`` as the model gives them (MONAI Label's may
+    skip numbers: liver 6), else the protocol's positions, ``label_names[v-1]`` for value v."""
+    if label_values:
+        if len(label_values) != len(label_names):
+            raise ValueError("one value per label name")
+        return [int(value) for value in label_values]
+    return list(range(1, len(label_names) + 1))
+
+
+def label_volumes_ml(labels: Volume, label_names: Sequence[str],
+                     label_values: Optional[Sequence[int]] = None) -> Dict[str, float]:
+    """Millilitres per label: voxels of the label's value x the voxel's volume (mm^3) / 1000."""
+    values = values_of(label_names, label_values)
+    voxels = np.asarray(labels.array).ravel()
+    top = max(values, default=0)
+    counts = np.bincount(voxels[(voxels > 0) & (voxels <= top)].astype(np.int64), minlength=top + 1)
     voxel_mm3 = float(np.prod(labels.grid.spacing))  # the direction is a rotation: it changes no volume
-    return {name: float(counts[v]) * voxel_mm3 / 1000.0 for v, name in enumerate(label_names, start=1)}
+    return {name: float(counts[v]) * voxel_mm3 / 1000.0 for v, name in zip(values, label_names)}
 
 
-def dice_scores(labels: Volume, truth: Volume, label_names: Sequence[str]) -> Dict[str, Optional[float]]:
+def dice_scores(labels: Volume, truth: Volume, label_names: Sequence[str],
+                label_values: Optional[Sequence[int]] = None) -> Dict[str, Optional[float]]:
     """Dice per label, 2|A and B| / (|A| + |B|); None where neither has the label (0/0 is not a score)."""
     if not labels.grid.matches(truth.grid):
         raise GeometryError(f"The truth labels ({truth.grid.describe()}) are not on the image's grid "
                             f"({labels.grid.describe()}), so Dice cannot be computed voxel by voxel.")
     result, expected = np.asarray(labels.array), np.asarray(truth.array)
     scores: Dict[str, Optional[float]] = {}
-    for value, name in enumerate(label_names, start=1):
+    for value, name in zip(values_of(label_names, label_values), label_names):
         found, wanted = result == value, expected == value
         total = int(found.sum()) + int(wanted.sum())
         scores[name] = None if total == 0 else 2.0 * int(np.logical_and(found, wanted).sum()) / total
