@@ -167,7 +167,7 @@ def test_the_effect_offers_no_auto_segment_when_the_server_has_no_segmentation_m
     assert effect.autoModelCombo.count == 0
     assert not effect.autoSegmentButton.enabled
     assert effect.autoSegmentButton.toolTip == "The server offers no segmentation model; choose another server."
-    assert effect.annotateButton.enabled  # the extreme-points model is there
+    assert effect.annotateButton.toolTip == "Place at least 6 extreme points; 0 placed."  # its model is there
     effect.onAutoSegment()  # a script calling the slot directly gets the reason, not a request
     assert effect.statusLabel.text == effect.autoSegmentButton.toolTip
     assert slicer_app.dialogs.shown == [] and server.other_requests == asked_when_connecting
@@ -290,3 +290,23 @@ def test_an_effect_click_outside_the_volume_is_taken_back_and_the_next_click_wor
     assert effect.statusLabel.text == "Segment updated."
     assert slicer_app.dialogs.shown == [], slicer_app.dialogs.texts()
     assert len(segment_names(editor.segmentationNode())) == 1
+
+
+def test_the_effect_enables_annotate_from_the_sixth_extreme_point_as_the_panel_does(slicer_app, phantom,
+                                                                                    reference_server):
+    volume = add_volume(phantom)
+    panel = connected_panel(slicer_app, reference_server.url)
+    editor, effect = open_effect(slicer_app, volume)
+    k, j, i = np.nonzero(phantom.truth.array == phantom.label_value("spleen"))
+    corners = [[i.min(), j.mean(), k.mean()], [i.max(), j.mean(), k.mean()], [i.mean(), j.min(), k.mean()],
+               [i.mean(), j.max(), k.mean()], [i.mean(), j.mean(), k.min()], [i.mean(), j.mean(), k.max()]]
+    points = effect.extremePointsPlaceWidget.currentNode()
+    for corner in world_of_voxels(volume, corners[:5]):
+        points.AddControlPointWorld(*corner)
+    assert not effect.annotateButton.enabled
+    assert effect.annotateButton.toolTip == "Place at least 6 extreme points; 5 placed."
+    points.AddControlPointWorld(*world_of_voxels(volume, corners[5:])[0])
+    assert effect.annotateButton.enabled
+    effect.annotateButton.click()
+    wait_idle(slicer_app, panel, "annotation")
+    assert slicer_app.dialogs.shown == [] and len(segment_names(editor.segmentationNode())) == 1

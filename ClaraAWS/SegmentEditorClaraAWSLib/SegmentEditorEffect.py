@@ -17,7 +17,7 @@ import qt
 import slicer
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
-from ClaraAWSLib.panel.processing_state import PanelInputs, auto_segment_blocker, interactive_blocker
+from ClaraAWSLib.panel.processing_state import PanelInputs, annotate_blocker, auto_segment_blocker, interactive_blocker
 from ClaraAWSLib.scene.point_lists import points_world
 
 EFFECT_NAME = "ClaraAWS"
@@ -132,7 +132,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 combo.clear()
                 combo.addItems(names)
         for button, combo, blocker in ((self.autoSegmentButton, self.autoModelCombo, auto_segment_blocker),
-                                       (self.annotateButton, self.annotationModelCombo, interactive_blocker)):
+                                       (self.annotateButton, self.annotationModelCombo, annotate_blocker)):
             reason = self._blocker(combo, blocker)
             button.enabled, button.toolTip = not reason, reason
 
@@ -140,8 +140,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         """Why a tool cannot run now ("" when it can), in the panel's words. A segment is not needed: the
         effect makes one when none is selected."""
         volume, _segmentation, _segment = self._targets()
+        extreme = len(points_world(self.extremePointsPlaceWidget.currentNode()))
         return blocker(PanelInputs(connected=bool(self._panel().connectedUrl()), model=combo.currentText,
-                                   has_volume=volume is not None, has_segment=True))
+                                   has_volume=volume is not None, has_segment=True, extreme_points=extreme))
 
     def _canRun(self, combo, blocker=interactive_blocker):
         reason = self._blocker(combo, blocker)
@@ -172,7 +173,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                   "Auto-segmentation failed.", "segmentation")
 
     def onAnnotate(self):
-        if not self._canRun(self.annotationModelCombo):
+        if not self._canRun(self.annotationModelCombo, annotate_blocker):
             return
         volume, segmentation, segment = self._targets()
         points = points_world(self.extremePointsPlaceWidget.currentNode())
@@ -183,6 +184,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def _onPoint(self, role, node):
         if role not in ("foregroundPoints", "backgroundPoints"):
+            self.updateGUIFromMRML()  # an extreme point: Annotate is enabled from the sixth on
             return
         volume, segmentation, segment = self._targets()
         foreground = points_world(self.foregroundPlaceWidget.currentNode())
