@@ -77,6 +77,9 @@ class LearningSection:
                 self.ui.trainingStatusLabel.text = _("Every image in the datastore is labeled.")
                 return
             self._parameterNode.inputVolume = node
+            # The segmentation chosen before belongs to the previous volume: left as the output, Auto-segment
+            # would overwrite its segments and Submit label would store them as this sample's label.
+            self._parameterNode.outputSegmentation = None
             slicer.util.setSliceViewerLayers(background=node, fit=True)
             self.ui.trainingStatusLabel.text = _("Loaded sample {id}.").format(id=self.logic.datastoreId(node))
 

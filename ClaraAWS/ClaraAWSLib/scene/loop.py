@@ -147,6 +147,13 @@ def labels_by_name(segmentation_node, volume_node, label_values: Mapping[str, in
     labels = np.zeros(exported.shape, np.uint16 if max(label_values.values()) > 255 else np.uint8)
     for position, (_, name) in enumerate(chosen, start=1):  # the exporter numbers segments 1..N in list order
         labels[exported == position] = label_values[name]
+    if not labels.any():
+        # Stored as final, an empty label would mark the image done and teach the model that nothing is there.
+        raise InputError(
+            f"The segments of '{segmentation_node.GetName()}' named like the server's labels "
+            f"({', '.join(name for _, name in chosen)}) hold no voxel on the volume '{volume_node.GetName()}'; "
+            "draw the label first (nothing was sent)."
+        )
     return labels, [name for _, name in chosen], [name for _, name in skipped]
 
 
