@@ -198,7 +198,7 @@ def cmd_train(args) -> int:
             if args.json:
                 print(json.dumps(status.as_dict()))
             else:
-                print("No training has run on this server." if status.status == "NONE" else status.summary())
+                print(status.summary())
             return 0
         stopped = client.stop_training()
         print("Stopped the training." if stopped else "No training was running.", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from email.message import Message
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -19,6 +20,18 @@ from ..transport import json_object
 BARE_500 = "Internal Server Error"
 
 TRAIN_STATUSES = ("SUBMITTED", "RUNNING", "DONE", "ERROR", "STOPPED")
+
+#: What ``GET /train/``'s 404 ("No Train Tasks Found") becomes: the server holds no training task.
+NO_TASK = "NONE"
+
+#: The summary of NO_TASK once a run is known to have been started on the server.
+NO_TASK_KNOWN = (
+    "The server knows no running training task: it restarted, or this request reached another server behind a "
+    "load balancer without stickiness (`clara-aws service --tasks N` turns stickiness on); wait, or look again later."
+)
+
+#: Every time zone's UTC offset is a whole number of quarter hours (seconds).
+QUARTER_HOUR = 900
 
 #: Ask for small results: uint8 NRRD, gzip-compressed by the server (x49 smaller on a 96x96x64 mask).
 RESULT_PARAMS = {"result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": True}
@@ -46,7 +59,12 @@ class MONAILabelResult(LabelResult):
 
 @dataclass
 class TrainingStatus:
-    """The latest training run: ``status`` one of TRAIN_STATUSES, or "NONE" when none was ever started."""
+    """The latest training run: ``status`` one of TRAIN_STATUSES, or "NONE" when the server holds no task.
+
+    ``run_started``: a run is known to have been started on the server (this client started one, or ``/info/``
+    holds a run's stats). NONE then means the server lost track of it (a restart) or the request reached
+    another server behind a load balancer, not that training never ran; such a NONE is not finished.
+    """
 
     status: str
     model: str = ""
@@ -55,22 +73,57 @@ class TrainingStatus:
     best_metric: Optional[float] = None
     details: List[str] = field(default_factory=list)
     task_id: str = ""
+    run_started: bool = False
 
     @property
     def finished(self) -> bool:
-        return self.status in ("DONE", "ERROR", "STOPPED", "NONE")
+        if self.status == NO_TASK:
+            return not self.run_started
+        return self.status in ("DONE", "ERROR", "STOPPED")
+
+    @property
+    def task_unknown(self) -> bool:
+        """NONE although a run was started: the run may go on where this answer could not see it."""
+        return self.status == NO_TASK and self.run_started
 
     def as_dict(self) -> Dict[str, Any]:
         return {"status": self.status, "model": self.model, "epoch": self.epoch, "total_epochs": self.total_epochs,
                 "best_metric": self.best_metric, "details": list(self.details), "id": self.task_id}
 
     def summary(self) -> str:
+        if self.status == NO_TASK:
+            return NO_TASK_KNOWN if self.run_started else "No training has run on this server."
         text = self.status
         if self.epoch is not None and self.total_epochs:
             text += f", epoch {self.epoch} of {self.total_epochs}"
         if self.best_metric is not None:
             text += f", best metric {self.best_metric:.4f}"
         return text
+
+
+def stats_belong_to_task(stats: Mapping[str, Any], task: Mapping[str, Any]) -> bool:
+    """Whether a model's ``/info/`` train_stats come from ``task`` (``GET /train/``'s answer): a run that fails
+    before its first epoch writes no stats, so the previous run's stay in place."""
+    stats_start = int_or_none(stats.get("start_ts"))
+    task_start, task_end = server_clock_seconds(task.get("start_ts")), server_clock_seconds(task.get("end_ts"))
+    if stats_start is None or task_start is None or task_end is None:
+        return True  # nothing to compare: they are all there is
+    # The task's times are the server's local clock, the stats' start a Unix time, and the server's time zone
+    # is unknown: their difference is its UTC offset (whole quarter hours) plus the time this run took to
+    # begin training, which lies within the task (all three are whole seconds cut from the same clock, so
+    # the bounds hold exactly). Past a quarter hour of run the remainder tells nothing.
+    span = task_end - task_start
+    if span >= QUARTER_HOUR:
+        return True
+    return (stats_start - task_start) % QUARTER_HOUR <= span
+
+
+def server_clock_seconds(value: Any) -> Optional[int]:
+    """A task time of the server ("YYYY-MM-DD HH:MM:SS", its local clock) in seconds, read as if it were UTC."""
+    try:
+        return int(datetime.strptime(str(value), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp())
+    except ValueError:
+        return None
 
 
 def label_map(labels: Any) -> Dict[str, int]:

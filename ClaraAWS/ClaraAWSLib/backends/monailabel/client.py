@@ -94,6 +94,11 @@ class MONAILabelClient(ActiveLearningCalls):
         body = BytesBody(form, "application/x-www-form-urlencoded")
         try:
             answer = self.transport.json(self._call("POST", "/auth/token", body=body, what="the login"), "/auth/token")
+        except NotFoundError as error:
+            # MONAI Label has its /auth/ routes only with auth on; a wrong URL fails to describe itself here.
+            self.info()
+            raise InputError(f"The MONAI Label server at {self._host} has authentication turned off; drop --username.",
+                             details=error.details) from error
         except (AuthorizationError, RemoteError) as error:
             raise AuthorizationError(
                 f"The MONAI Label server at {self._host} refused the login of '{username}' (HTTP {error.status}); "

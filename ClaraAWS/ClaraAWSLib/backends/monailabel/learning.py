@@ -15,7 +15,17 @@ from ...core.geometry import Volume
 from ...core.imageio import EncodedImage, decode_image, encode_volume
 from ...core.multipart import CancelToken, FilePart, MultipartBody, ProgressCallback
 from ..transport import ImageInput, as_encoded_image, json_body, upload_name
-from .answers import TRAIN_STATUSES, TrainingStatus, bare_500, disposition_filename, float_or_none, int_or_none, is_bare_500
+from .answers import (
+    NO_TASK,
+    TRAIN_STATUSES,
+    TrainingStatus,
+    bare_500,
+    disposition_filename,
+    float_or_none,
+    int_or_none,
+    is_bare_500,
+    stats_belong_to_task,
+)
 
 #: Datastore ids go into queries; ids ClaraAWS makes are ``clara-`` and 16 hex digits, never a name.
 GENERATED_ID_PREFIX = "clara-"
@@ -25,13 +35,21 @@ MAX_IMAGE_BYTES = 8 << 30
 
 _EPOCH_LINE = re.compile(r"Epoch\[(\d+)\] Complete")
 
+#: NONE answers in a row after which ``wait_for_training`` gives up: behind a load balancer without stickiness a
+#: poll that reaches another server finds no task while the run goes on, but polls in a row all reaching
+#: other servers are unlikely; a server that restarted answers NONE every time.
+NONE_ANSWERS_TO_GIVE_UP = 5
+
 def generated_image_id() -> str:
     return GENERATED_ID_PREFIX + uuid.uuid4().hex[:16]
 
 
 class ActiveLearningCalls:
-    """Mixin of ``MONAILabelClient``: it supplies ``_call``, ``_get_json``, ``transport``, ``strategies`` and
-    ``trainers``."""
+    """Mixin of ``MONAILabelClient``: it supplies ``_call``, ``_get_json``, ``transport``, ``info``, ``strategies``
+    and ``trainers``."""
+
+    #: Set once this client has started a training run: a NONE status then does not mean "never trained".
+    _started_training = False
 
     def next_sample(self, strategy: Optional[str] = None) -> Optional[Dict[str, Any]]:
         """``POST /activelearning/{strategy}``: the next image to label ({id, name, ...}), None when all are labeled."""
@@ -54,6 +72,10 @@ class ActiveLearningCalls:
         if not isinstance(answer, dict):
             raise MalformedResponseError("The server's next sample is not a JSON object; the response is malformed.")
         if not answer.get("id"):
+            # The server answers {} both when every image has a final label and when it holds no image at all.
+            if not int_or_none(self.datastore_counts().get("total")):
+                raise InputError("The server's datastore holds no images; add studies to the server's datastore "
+                                 "(or upload an image) first.")
             return None
         answer["id"] = str(answer["id"])
         return answer
@@ -129,14 +151,16 @@ class ActiveLearningCalls:
                 raise bare_500(error, f"The MONAI Label server failed to start training '{model}' (a bare HTTP 500); "
                                 "see its log.") from error
             raise
+        self._started_training = True
         return answer if isinstance(answer, dict) else {}
 
     def training_status(self) -> TrainingStatus:
-        """The latest run (``GET /train/``) with its epoch and best metric (``/info/`` train_stats)."""
+        """The latest run (``GET /train/``) with its epoch and best metric (``/info/`` train_stats, when they are
+        this run's)."""
         try:
             task = self._get_json("/train/", "the training status")
         except NotFoundError:
-            return TrainingStatus("NONE")
+            return TrainingStatus(NO_TASK, run_started=self._started_training or self._any_run_recorded())
         if not isinstance(task, dict):
             raise MalformedResponseError("The server's training status is not a JSON object; the response is malformed.")
         status = str(task.get("status") or "").upper()
@@ -146,18 +170,24 @@ class ActiveLearningCalls:
         result = TrainingStatus(status, model=model, details=details, task_id=str(task.get("id") or ""))
         result.total_epochs = int_or_none(request.get("max_epochs"))
         stats = (self.info().get("train_stats") or {}).get(model) or {}
-        if result.finished and isinstance(stats, dict) and stats:
+        if result.finished and isinstance(stats, dict) and stats and stats_belong_to_task(stats, task):
             result.epoch = int_or_none(stats.get("epoch"))
             result.total_epochs = int_or_none(stats.get("total_epochs")) or result.total_epochs
             result.best_metric = float_or_none(stats.get("best_metric"))
         else:
-            # While a run goes on, /info/'s train_stats may still be the previous run's: the epoch comes from
-            # this run's own log lines (ignite's "Epoch[n] Complete"), the best metric once it ends.
+            # While a run goes on, and after one that failed before its first epoch, /info/'s train_stats may
+            # be the previous run's: the epoch comes from this run's own log lines (ignite's "Epoch[n] Complete"),
+            # the best metric from stats of this run only.
             epochs = [int(m) for line in details for m in _EPOCH_LINE.findall(line)]
             result.epoch = max(epochs) if epochs else None
         if status not in TRAIN_STATUSES:
             raise MalformedResponseError(f"The server reports the training status {status!r}, which MONAI Label does not use.")
         return result
+
+    def _any_run_recorded(self) -> bool:
+        """Whether ``/info/`` holds a training run's stats (they outlive a restart; ``{}`` per untrained model)."""
+        stats = self.info().get("train_stats")
+        return isinstance(stats, dict) and any(isinstance(one, dict) and one for one in stats.values())
 
     def stop_training(self) -> bool:
         """``DELETE /train/``: True if a run was stopped, False if none was going."""
@@ -167,15 +197,24 @@ class ActiveLearningCalls:
     def wait_for_training(self, *, poll_seconds: float = 2.0, timeout: Optional[float] = None,
                           report: Optional[Callable[[TrainingStatus], None]] = None, cancel: Optional[CancelToken] = None
                           ) -> TrainingStatus:
-        """Poll the status until the run ends; ``report`` sees every status. A status poll answers late while the
-        server runs an inference (it serves one request at a time), which is not an error."""
+        """Poll the status until the run ends; ``report`` sees every status but a lone NONE. A status poll answers
+        late while the server runs an inference (it serves one request at a time), which is not an error."""
         started = time.monotonic()
+        none_answers = 0
         while True:
             status = self.training_status()
-            if report is not None:
-                report(status)
-            if status.finished:
-                return status
+            if status.task_unknown:
+                # A poll through a load balancer without stickiness may reach a server that never ran this task
+                # while the run goes on on another; only NONE after NONE says the run is out of reach.
+                none_answers += 1
+                if none_answers >= NONE_ANSWERS_TO_GIVE_UP:
+                    raise ServerError(status.summary())
+            else:
+                none_answers = 0
+                if report is not None:
+                    report(status)
+                if status.finished:
+                    return status
             if cancel is not None and cancel.is_set():
                 raise CancelledError("Stopped waiting for the training; it goes on on the server.")
             if timeout is not None and time.monotonic() - started > timeout:
