@@ -198,7 +198,7 @@ def test_ctrl_c_while_waiting_for_training_says_the_run_goes_on(tmp_path, server
             os.killpg(waiting.pid, signal.SIGKILL)
             waiting.wait()
     try:
-        assert waiting.returncode == 130
+        assert waiting.returncode == 130, (shown + rest).decode()
         last = (shown + rest).decode().strip().splitlines()[-1]
         assert "nothing was written" not in last
         assert "stopped waiting" in last and "goes on on the server" in last and "clara-aws train stop" in last
