@@ -10,6 +10,9 @@ load balancer's other target.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 from urllib.parse import urlsplit
 
@@ -229,3 +232,27 @@ def test_status_none_of_a_server_that_never_trained_is_finished_and_says_so():
     assert status.status == "NONE" and status.finished
     assert status.summary() == "No training has run on this server."
     assert TrainingStatus("NONE", run_started=True).finished is False
+
+
+def test_ctrl_c_while_waiting_for_training_says_the_run_goes_on_and_how_to_stop_it():
+    """A server whose run never ends (it answers RUNNING), so Ctrl-C always reaches the waiting loop."""
+    from test_monailabel_submit_checks import _read_until
+
+    with TrainingServer(["RUNNING"]) as server:
+        waiting = subprocess.Popen([sys.executable, "-m", "ClaraAWSLib.cli", "train", "start", "--server", server.url,
+                                    "--backend", "monailabel", "--model", "seg_tiny", "--max-epochs", "2", "--wait"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            shown = _read_until(waiting.stderr, b"training: ", timeout=60)
+            assert b"training: " in shown, shown
+            waiting.send_signal(signal.SIGINT)
+            _, rest = waiting.communicate(timeout=60)
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.wait()
+    output = (shown + rest).decode()
+    assert waiting.returncode == 130, output
+    last = output.strip().splitlines()[-1]
+    assert "nothing was written" not in last
+    assert "stopped waiting" in last and "goes on on the server" in last and "clara-aws train stop" in last
