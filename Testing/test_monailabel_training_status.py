@@ -241,7 +241,10 @@ def test_ctrl_c_while_waiting_for_training_says_the_run_goes_on_and_how_to_stop_
     with TrainingServer(["RUNNING"]) as server:
         waiting = subprocess.Popen([sys.executable, "-m", "ClaraAWSLib.cli", "train", "start", "--server", server.url,
                                     "--backend", "monailabel", "--model", "seg_tiny", "--max-epochs", "2", "--wait"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   # As in a terminal: a runner started in the background (CI) ignores SIGINT,
+                                   # its children inherit that, and Python then installs no KeyboardInterrupt.
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             shown = _read_until(waiting.stderr, b"training: ", timeout=60)
             assert b"training: " in shown, shown
